@@ -1,0 +1,36 @@
+# lit_dl: `make train` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch/torchvision pinned to the releases this project is tested with.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+
+.PHONY: install train test lint format clean
+
+install: $(STAMP)
+
+# Re-installs only when the venv is missing or pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[dev]'
+	touch $(STAMP)
+
+train: install
+	$(BIN)/lit-dl train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+format: install
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+
+clean:
+	rm -rf logs .pytest_cache .ruff_cache

@@ -1,0 +1,218 @@
+"""``lit-dl VERB [overrides]``: one Hydra entry point per verb.
+
+Each verb composes its own top-level config (``configs/<verb>.yaml``) with Hydra,
+so every value can be overridden on the command line and ``hydra.run.dir=DIR``
+puts the run where you want. Before Hydra runs, the overrides are checked once
+with Hydra's compose API so that an unknown key, a missing config option or a
+value of the wrong type is reported in one line that names the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import DictConfig, OmegaConf
+
+from lit_dl.errors import ConfigError, LitDLError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+USAGE = """usage: lit-dl VERB [key=value ...] [hydra options]
+
+verbs:
+  train     fit a model, test its best checkpoint, write metrics.json, config.yaml, checkpoints/
+  eval      test a checkpoint:            lit-dl eval ckpt_path=RUN/checkpoints/best.ckpt
+  predict   predict new rows:             lit-dl predict ckpt_path=... input=new.csv output=out.csv
+
+examples:
+  lit-dl train                                      # default experiment: churn MLP on built-in data
+  lit-dl train data=tabular data.path=customers.csv data.target=Churn data.drop=[customerID]
+  lit-dl train trainer.max_epochs=5 logger=wandb logger.wandb.offline=true
+  lit-dl train --cfg job                            # print the composed config and exit
+"""
+
+
+def _train(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.train import train
+
+    return train(cfg)
+
+
+def _eval(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.evaluate import evaluate
+
+    return evaluate(cfg)
+
+
+def _predict(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.predict import predict
+
+    return predict(cfg)
+
+
+# verb -> (top-level config name, function). Imports stay lazy so `lit-dl --help` is instant.
+VERBS: dict[str, tuple[str, Callable[[DictConfig], Any]]] = {
+    "train": ("train", _train),
+    "eval": ("eval", _eval),
+    "predict": ("predict", _predict),
+}
+
+# Hydra writes these into a run directory before the verb starts.
+HYDRA_FILES = {".hydra"}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _explain_compose_error(err: Exception, verb: str) -> str:
+    message = str(err)
+    cause = str(err.__cause__ or "")
+    if message.startswith("Could not override '") and "not in struct" in cause:
+        key = message.split("'")[1]
+        return (
+            f"unknown config key '{key}': check its spelling (`lit-dl {verb} --cfg job` lists every key), "
+            f"or add a new key on purpose with +{key}=..."
+        )
+    if "Could not find '" in message and "Available options in" in message:
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        missing = message.split("Could not find '")[1].split("'")[0]
+        group, _, option = missing.rpartition("/")
+        options = [line for line in lines[2:] if "Available options" not in line]
+        return f"no config '{option}' in group '{group}'; available: {', '.join(options)}"
+    return _one_line(message + (f" ({cause})" if cause else ""))
+
+
+def _type_errors(cfg: DictConfig, reference: DictConfig, overrides: list[Any]) -> None:
+    """A string given for a key whose default is a number or a boolean is a typo (``max_epochs=ten``)."""
+    for override in overrides:
+        key = override.key_or_group
+        value = override.value()
+        old = OmegaConf.select(reference, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(old, bool) and not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects true or false, got {value!r}")
+        if isinstance(old, int | float) and not isinstance(old, bool) and not isinstance(value, int | float):
+            kind = "an integer" if isinstance(old, int) else "a number"
+            raise ConfigError(f"config key '{key}' expects {kind}, got {value!r}")
+
+
+def validate_overrides(verb: str, overrides: list[str]) -> None:
+    """Compose the config once with Hydra's compose API; raise ConfigError in one line on any problem."""
+    config_name = VERBS[verb][0]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:
+        raise ConfigError(f"cannot parse the overrides: {_one_line(err)}") from None
+    if any(o.is_sweep_override() for o in parsed):
+        return  # a multirun sweep: Hydra checks each job itself
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=verb):
+        try:
+            cfg = compose(config_name, overrides=overrides)
+            text_values = [o for o in parsed if o.type == OverrideType.CHANGE and isinstance(o.value(), str)]
+            if text_values:
+                reference = compose(config_name, overrides=[o.input_line for o in parsed if o not in text_values])
+                _type_errors(cfg, reference, text_values)
+        except LitDLError:
+            raise
+        except Exception as err:
+            raise ConfigError(_explain_compose_error(err, verb)) from None
+
+
+def _discard_failed_run(output_dir: Path, before: set[str]) -> None:
+    """Leave nothing behind that looks like a finished run; never touch checkpoints."""
+    if not output_dir.is_dir() or (output_dir / "checkpoints").exists():
+        return
+    created = set(os.listdir(output_dir)) - before
+    fresh = all(name in HYDRA_FILES or name.endswith(".log") for name in before)
+    if fresh:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return
+    for name in created:
+        path = output_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def run_verb(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run a verb; user errors become one line on stderr and exit code 2."""
+    _route_lightning_logs()
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    before = set(os.listdir(output_dir)) if output_dir.is_dir() else set()
+    try:
+        return function(cfg)
+    except LitDLError as err:
+        _discard_failed_run(output_dir, before)
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _silence_known_warnings() -> None:
+    # Our datasets live in memory and are indexed a whole batch at a time: loader workers would only
+    # add process start-up and IPC, so Lightning's advice to add workers does not apply.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Raised inside Lightning itself (its pytree helper on torch >= 2.10); nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def _route_lightning_logs() -> None:
+    """Send Lightning's messages through Hydra's handlers once (console and the run's log file)."""
+    import lightning.pytorch  # noqa: F401  (registers Lightning's loggers and handlers first)
+
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("lightning", "pytorch_lightning")]
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_advertising)
+
+
+def _drop_advertising(record: logging.LogRecord) -> bool:
+    # Lightning advertises its cloud products at Trainer start; that is noise in a run's log.
+    return not any(word in str(record.msg) for word in ("litlogger", "litmodels"))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point of ``lit-dl``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return None
+    verb, overrides = args[0], args[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}; choose one of {', '.join(VERBS)} (lit-dl --help)", file=sys.stderr)
+        sys.exit(2)
+    if not any(arg.startswith("-") for arg in overrides):
+        try:
+            validate_overrides(verb, overrides)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    _silence_known_warnings()
+    config_name, function = VERBS[verb]
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
+    def entry(cfg: DictConfig) -> Any:
+        return run_verb(function, cfg)
+
+    saved_argv = sys.argv
+    sys.argv = [f"lit-dl {verb}", *overrides]
+    try:
+        return entry()
+    finally:
+        sys.argv = saved_argv
+
+
+if __name__ == "__main__":
+    main()

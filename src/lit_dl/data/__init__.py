@@ -1,0 +1,15 @@
+"""LightningDataModules and data preparation."""
+
+from lit_dl.data.batching import TensorBatchDataset, batch_loader
+from lit_dl.data.churn_datamodule import ChurnDataModule
+from lit_dl.data.preprocessing import TabularPreprocessor
+from lit_dl.data.tabular import TabularDataModule, read_table
+
+__all__ = [
+    "ChurnDataModule",
+    "TabularDataModule",
+    "TabularPreprocessor",
+    "TensorBatchDataset",
+    "batch_loader",
+    "read_table",
+]

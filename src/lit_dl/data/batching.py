@@ -1,0 +1,60 @@
+"""In-memory tensors served in whole batches.
+
+A DataLoader normally fetches one sample at a time and collates them; for small
+models on tabular data that per-sample Python work costs as much as the model.
+Here the dataset implements ``__getitems__`` (which PyTorch's fetcher calls with
+the whole list of indices of a batch), so one batch is one tensor indexing
+operation. The batch sampler stays a plain :class:`~torch.utils.data.BatchSampler`
+so Lightning can still swap in a ``DistributedSampler`` under DDP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+
+class TensorBatchDataset(Dataset):
+    """Tensors of equal length along dim 0, indexed a whole batch at a time."""
+
+    def __init__(self, *tensors: Tensor) -> None:
+        if not tensors:
+            raise ValueError("TensorBatchDataset needs at least one tensor")
+        length = len(tensors[0])
+        if any(len(t) != length for t in tensors):
+            raise ValueError(f"tensor lengths differ: {[len(t) for t in tensors]}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[index] for t in self.tensors)
+
+
+def _already_batched(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """collate_fn for :class:`TensorBatchDataset`: the batch arrives already stacked."""
+    return batch
+
+
+def batch_loader(
+    dataset: TensorBatchDataset,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader that yields whole batches of ``dataset`` by index, no per-sample collation."""
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        batch_sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last),
+        collate_fn=_already_batched,
+    )

@@ -1,0 +1,416 @@
+"""LightningDataModule for tables (CSV or Parquet): cleaning, encoding, stratified splits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lit_dl.data.batching import TensorBatchDataset, batch_loader
+from lit_dl.data.preprocessing import Encoding, TabularPreprocessor
+from lit_dl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TaskType = Literal["classification", "regression"]
+DEFAULT_NA_VALUES = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
+# A text column is read as numbers when at least this share of its non-blank cells parse as numbers.
+NUMERIC_TEXT_SHARE = 0.95
+# A numeric target with at most this many distinct integer values is taken as class labels.
+MAX_AUTO_CLASSES = 20
+
+
+def read_table(
+    path: str | Path, column_names: Sequence[str] | None = None, na_values: Sequence[str] = DEFAULT_NA_VALUES
+) -> pd.DataFrame:
+    """Read a CSV (any delimiter pandas can sniff: , ; tab) or Parquet file into a DataFrame.
+
+    ``column_names`` names the columns of a file without a header row.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path} (check data.path)")
+    if path.is_dir():
+        raise DataError(f"data.path is a folder, not a file: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            if column_names:
+                frame.columns = list(column_names)
+        else:
+            frame = pd.read_csv(
+                path,
+                sep=None,  # sniffed: comma, semicolon, tab, ...
+                engine="python",
+                header=None if column_names else "infer",
+                names=list(column_names) if column_names else None,
+                na_values=list(na_values),
+                keep_default_na=True,
+                skipinitialspace=True,
+                skip_blank_lines=True,
+            )
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"data file is empty: {path}") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
+    if frame.empty:
+        raise DataError(f"data file has no rows: {path}")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def clean_frame(frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUES) -> pd.DataFrame:
+    """Strip surrounding blanks from text cells and turn blank or NA-marker cells into missing values."""
+    frame = frame.copy()
+    markers = {v.strip() for v in na_values}
+    for col in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
+            text = frame[col].astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+            frame[col] = text.where(~text.isin(markers), np.nan)
+    return frame
+
+
+def numeric_text_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Columns stored as text whose non-missing cells are (nearly all) numbers."""
+    found = []
+    for col in columns:
+        series = frame[col]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        present = series.dropna()
+        if present.empty:
+            continue
+        parsed = pd.to_numeric(present, errors="coerce")
+        if parsed.notna().mean() >= NUMERIC_TEXT_SHARE:
+            found.append(col)
+    return found
+
+
+class TabularDataModule(L.LightningDataModule):
+    """Tables from CSV or Parquet, prepared for a neural network.
+
+    Cleaning: blank and NA-marker cells become missing; numbers stored as text are
+    coerced; missing numbers are imputed with training medians, numbers standardised,
+    categories one-hot encoded (or indexed for embeddings) with missing as a
+    category; string targets become class indices. The split is stratified for
+    classification and seeded. All statistics come from the training split only
+    and are saved in checkpoints as plain data (see :meth:`state_dict`).
+
+    Batches are ``(x_num, x_cat, y)``: float features ``(B, F)``, category
+    indices ``(B, C)`` (``C = 0`` with one-hot encoding) and targets ``(B,)``.
+
+    Args:
+        path: CSV or Parquet file.
+        target: name of the target column.
+        features: feature columns to use; default all but ``target`` and ``drop``.
+        drop: columns not used as features (ids); ``predict`` passes them through.
+        categorical: columns to treat as categorical even when they hold numbers.
+        column_names: column names for a file without a header row.
+        na_values: cell values that mean "missing".
+        task: ``classification``, ``regression`` or ``auto`` (from the target's values).
+        positive_label: for binary targets, the label that counts as positive (class 1).
+        test_path: a separate file for the test split; otherwise it is carved from ``path``.
+        val_fraction, test_fraction: shares of rows for validation and test.
+        split_seed: seed of the split (kept apart from the training seed, so the
+            test set stays the same when you change the training seed).
+        categorical_encoding: ``onehot`` or ``embedding``.
+        batch_size: rows per batch.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        drop: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        column_names: Sequence[str] | None = None,
+        na_values: Sequence[str] = DEFAULT_NA_VALUES,
+        task: Literal["auto", "classification", "regression"] = "auto",
+        positive_label: str | None = None,
+        test_path: str | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 42,
+        categorical_encoding: Encoding = "onehot",
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__()
+        if task not in ("auto", "classification", "regression"):
+            raise DataError(f"data.task must be auto, classification or regression, got {task!r}")
+        if categorical_encoding not in ("onehot", "embedding"):
+            raise DataError(f"data.categorical_encoding must be onehot or embedding, got {categorical_encoding!r}")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < float(value) < 1.0:
+                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        if val_fraction + (0 if test_path else test_fraction) >= 0.9:
+            raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
+        if int(batch_size) < 1:
+            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if not target:
+            raise DataError("data.target is not set: name the column to predict, e.g. data.target=churn")
+        self.save_hyperparameters()
+        self.path = path
+        self.target = str(target)
+        self.features = list(features) if features else None
+        self.drop = list(drop or [])
+        self.categorical = list(categorical or [])
+        self.column_names = list(column_names) if column_names else None
+        self.na_values = list(na_values)
+        self.task = task
+        self.positive_label = positive_label
+        self.test_path = test_path
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.categorical_encoding = categorical_encoding
+        self.batch_size = int(batch_size)
+
+        # Fitted state (restored from a checkpoint by load_state_dict).
+        self.preprocessor: TabularPreprocessor | None = None
+        self.task_type: TaskType | None = None
+        self.classes: list[str] | None = None
+        self.target_mean = 0.0
+        self.target_std = 1.0
+        self.class_counts: list[int] | None = None
+        self.datasets: dict[str, TensorBatchDataset] = {}
+
+    # ------------------------------------------------------------------ loading
+    def load_frame(self, path: str | None) -> pd.DataFrame:
+        """Read the raw table. Subclasses override this to generate or fetch data."""
+        if not path:
+            raise DataError("data.path is not set: point it at a CSV or Parquet file, e.g. data.path=customers.csv")
+        return read_table(path, self.column_names, self.na_values)
+
+    def _load_clean(self, path: str | None) -> pd.DataFrame:
+        frame = clean_frame(self.load_frame(path), self.na_values)
+        if self.target not in frame.columns:
+            raise DataError(
+                f"target column {self.target!r} not in {path or 'the data'}; columns are: "
+                f"{', '.join(map(str, frame.columns))} (set data.target)"
+            )
+        missing_target = frame[self.target].isna()
+        if missing_target.all():
+            raise DataError(f"target column {self.target!r} has no values")
+        if missing_target.any():
+            log.warning("dropping %d rows without a value in target %r", int(missing_target.sum()), self.target)
+            frame = frame.loc[~missing_target].reset_index(drop=True)
+        return frame
+
+    def feature_columns(self, frame: pd.DataFrame) -> list[str]:
+        """The feature columns: ``features`` if given, else all but target and ``drop``."""
+        columns = self.features or [c for c in frame.columns if c != self.target and c not in self.drop]
+        missing = [c for c in columns + self.drop + self.categorical if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"column(s) {', '.join(map(repr, missing))} not found; columns are: {', '.join(frame.columns)}"
+            )
+        if self.target in columns:
+            raise DataError(f"target {self.target!r} is also listed in data.features; remove it there")
+        if not columns:
+            raise DataError("no feature columns left: check data.features and data.drop")
+        return columns
+
+    # ------------------------------------------------------------------ target
+    def _resolve_task(self, target: pd.Series) -> TaskType:
+        if self.task != "auto":
+            return self.task
+        if not pd.api.types.is_numeric_dtype(target):
+            return "classification"
+        values = target.to_numpy(dtype=np.float64)
+        integral = np.all(np.equal(np.mod(values, 1), 0))
+        return "classification" if integral and len(np.unique(values)) <= MAX_AUTO_CLASSES else "regression"
+
+    def _fit_classes(self, target: pd.Series) -> list[str]:
+        labels = target.astype(str).str.strip()
+        classes = [str(c) for c in LabelEncoder().fit(labels).classes_]
+        if pd.api.types.is_numeric_dtype(target):
+            classes = sorted(classes, key=float)
+        if len(classes) < 2:
+            raise DataError(
+                f"target {self.target!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
+                "a classifier needs at least two (check data.target, or use data.task=regression)"
+            )
+        if self.positive_label is not None:
+            if len(classes) != 2 or str(self.positive_label) not in classes:
+                raise DataError(f"data.positive_label={self.positive_label!r} is not one of the 2 classes {classes}")
+            classes = [c for c in classes if c != str(self.positive_label)] + [str(self.positive_label)]
+        return classes
+
+    def encode_target(self, target: pd.Series) -> Tensor:
+        """Target values as a tensor: class indices (long) or standardised numbers (float)."""
+        if self.task_type == "regression":
+            values = pd.to_numeric(target, errors="coerce")
+            if values.isna().any():
+                bad = target[values.isna()].iloc[0]
+                raise DataError(f"regression target {self.target!r} holds a non-number: {bad!r}")
+            scaled = (values.to_numpy(dtype=np.float64) - self.target_mean) / self.target_std
+            return torch.from_numpy(scaled.astype(np.float32))
+        assert self.classes is not None
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = target.astype(str).str.strip()
+        # Some exports (UCI Adult's test file) end labels with a period: ">50K." for ">50K".
+        labels = labels.map(lambda v: v if v in index or v.rstrip(".") not in index else v.rstrip("."))
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise DataError(f"target {self.target!r} has labels not seen in training: {unknown[:5]}")
+        return torch.tensor(labels.map(index).to_numpy(dtype=np.int64))
+
+    # ------------------------------------------------------------------ setup
+    def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
+        fractions = {"val": self.val_fraction} if self.test_path else {
+            "val": self.val_fraction, "test": self.test_fraction}
+        try:
+            rest, val = train_test_split(
+                frame, test_size=self.val_fraction, random_state=self.split_seed, stratify=stratify
+            )
+            splits = {"val": val}
+            if "test" in fractions:
+                share = self.test_fraction / (1.0 - self.val_fraction)
+                strat = stratify.loc[rest.index] if stratify is not None else None
+                rest, test = train_test_split(rest, test_size=share, random_state=self.split_seed, stratify=strat)
+                splits["test"] = test
+        except ValueError as err:
+            raise DataError(
+                f"cannot split {len(frame)} rows into train/val/test ({err}); "
+                "use more rows or change data.val_fraction / data.test_fraction"
+            ) from err
+        splits["train"] = rest
+        return {k: v.reset_index(drop=True) for k, v in splits.items()}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        frame = self._load_clean(self.path)
+        columns = self.feature_columns(frame)
+        fitted = self.preprocessor is not None
+        if not fitted:
+            self.task_type = self._resolve_task(frame[self.target])
+            if self.task_type == "classification":
+                self.classes = self._fit_classes(frame[self.target])
+        stratify = None
+        if self.task_type == "classification":
+            stratify = pd.Series(self.encode_target(frame[self.target]).numpy(), index=frame.index)
+        splits = self._split(frame, stratify)
+        if self.test_path:
+            splits["test"] = self._load_clean(self.test_path)
+        if not fitted:
+            self._fit(splits["train"], columns)
+        self.datasets = {name: self.make_dataset(part) for name, part in splits.items()}
+        log.info(
+            "data: %s rows train / %s val / %s test, %d features",
+            *(len(self.datasets[s]) for s in ("train", "val", "test")), self.preprocessor.num_features,
+        )
+
+    def _fit(self, train: pd.DataFrame, columns: list[str]) -> None:
+        train = train.copy()
+        coerced = [c for c in numeric_text_columns(train, columns) if c not in self.categorical]
+        if coerced:
+            log.info("reading text column(s) as numbers: %s", ", ".join(coerced))
+        for col in coerced:
+            train[col] = pd.to_numeric(train[col], errors="coerce")
+        numeric = [
+            c for c in columns
+            if c not in self.categorical and pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])
+        ]
+        empty = [c for c in numeric if train[c].isna().all()]
+        if empty:
+            log.warning("ignoring column(s) with no numbers in the training split: %s", ", ".join(empty))
+            numeric = [c for c in numeric if c not in empty]
+        categorical = [c for c in columns if c not in numeric and c not in empty]
+        for col in categorical:
+            distinct = train[col].nunique()
+            if distinct > 100 and distinct > 0.5 * len(train):
+                log.warning("column %r has %d distinct values and looks like an id; add it to data.drop", col, distinct)
+        self.preprocessor = TabularPreprocessor.fit(train, numeric, categorical, self.categorical_encoding)
+        if self.task_type == "regression":
+            values = pd.to_numeric(train[self.target], errors="coerce")
+            self.target_mean = float(values.mean())
+            self.target_std = float(values.std(ddof=0)) or 1.0
+        else:
+            counts = self.encode_target(train[self.target]).bincount(minlength=len(self.classes))
+            self.class_counts = counts.tolist()
+
+    def transform_features(self, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
+        """Apply the fitted preprocessing to raw rows (columns as in the training file)."""
+        assert self.preprocessor is not None, "setup() or load_state_dict() first"
+        prep = self.preprocessor
+        missing = [c for c in prep.numeric + prep.categorical if c not in frame.columns]
+        if missing:
+            raise DataError(f"input lacks feature column(s) used in training: {', '.join(missing)}")
+        frame = frame.copy()
+        for col in prep.numeric:
+            if not pd.api.types.is_numeric_dtype(frame[col]):
+                frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        return prep.transform(frame)
+
+    def make_dataset(self, frame: pd.DataFrame) -> TensorBatchDataset:
+        """Tensors ``(x_num, x_cat, y)`` for labelled rows."""
+        x_num, x_cat = self.transform_features(frame)
+        return TensorBatchDataset(x_num, x_cat, self.encode_target(frame[self.target]))
+
+    def load_inputs(self, path: str) -> tuple[TensorBatchDataset, pd.DataFrame]:
+        """Unlabelled rows for prediction: ``(dataset of (x_num, x_cat), raw frame)``."""
+        frame = clean_frame(read_table(path, self.column_names, self.na_values), self.na_values)
+        x_num, x_cat = self.transform_features(frame)
+        return TensorBatchDataset(x_num, x_cat), frame
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return batch_loader(self.datasets["train"], self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
+
+    # ------------------------------------------------------------------ task wiring
+    def task_kwargs(self) -> dict[str, Any]:
+        """What a task needs to know about this data to build its network."""
+        assert self.preprocessor is not None
+        kwargs: dict[str, Any] = {
+            "input_spec": {"in_features": self.preprocessor.num_features,
+                           "cat_cardinalities": self.preprocessor.cardinalities},
+        }
+        if self.task_type == "classification":
+            kwargs.update(class_names=list(self.classes), class_counts=self.class_counts)
+        else:
+            kwargs.update(target_mean=self.target_mean, target_std=self.target_std)
+        return kwargs
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted preprocessing as plain data; Lightning stores it in every checkpoint."""
+        if self.preprocessor is None:
+            return {}
+        return {
+            "preprocessor": self.preprocessor.state_dict(),
+            "task_type": self.task_type,
+            "classes": self.classes,
+            "class_counts": self.class_counts,
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or state == self.state_dict():
+            return  # nothing new (e.g. testing the best checkpoint of this very run): keep the prepared splits
+        self.preprocessor = TabularPreprocessor.from_state_dict(state["preprocessor"])
+        self.task_type = state["task_type"]
+        self.classes = state["classes"]
+        self.class_counts = state["class_counts"]
+        self.target_mean = state["target_mean"]
+        self.target_std = state["target_std"]
+        self.datasets = {}

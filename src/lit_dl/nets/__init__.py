@@ -1,0 +1,5 @@
+"""Networks: plain ``nn.Module``s with typed arguments; no Lightning, Hydra or W&B in here."""
+
+from lit_dl.nets.mlp import MLP, TabularMLP
+
+__all__ = ["MLP", "TabularMLP"]

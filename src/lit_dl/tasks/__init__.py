@@ -1,0 +1,7 @@
+"""Training logic: one LightningModule per task."""
+
+from lit_dl.tasks.base import BaseTask
+from lit_dl.tasks.classification import ClassificationTask
+from lit_dl.tasks.regression import RegressionTask
+
+__all__ = ["BaseTask", "ClassificationTask", "RegressionTask"]

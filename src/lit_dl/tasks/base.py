@@ -1,0 +1,145 @@
+"""The thin base of every supervised task: network from config, optimiser, scheduler, shared step."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+import lit_dl
+from lit_dl.errors import ConfigError
+from lit_dl.utils import class_path, to_plain
+
+STAGES = ("train", "val", "test")
+
+
+class BaseTask(L.LightningModule):
+    """A LightningModule that builds its network from a config entry.
+
+    The network, optimiser and scheduler arrive as plain config dicts (with
+    ``_target_``), so the hyperparameters saved in a checkpoint are plain data and
+    ``load_from_checkpoint`` rebuilds the whole model from the checkpoint alone.
+    Subclasses set :attr:`task_type`, :meth:`output_size`, :meth:`configure_metrics`,
+    :meth:`compute_loss` and :meth:`predictions`.
+
+    Args:
+        net: ``_target_`` entry of the network; ``input_spec`` and ``out_features`` are added.
+        optimizer: ``_target_`` entry of the optimiser with ``_partial_: true``.
+        scheduler: ``_target_`` entry of an LR scheduler with ``_partial_: true``, or None.
+        scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
+        input_spec: input sizes from the datamodule (e.g. ``in_features``).
+    """
+
+    task_type: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+        input_spec: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for key, value in list(self.hparams.items()):
+            self.hparams[key] = to_plain(value)
+        self.net = self.configure_net()
+        metrics = self.configure_metrics()
+        self.train_metrics = self.train_metric_subset(metrics).clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    # ------------------------------------------------------------ building
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    def configure_net(self) -> nn.Module:
+        spec = dict(self.hparams.input_spec or {})
+        try:
+            return instantiate(self.hparams.net, **spec, out_features=self.output_size(), _convert_="all")
+        except Exception as err:  # Hydra wraps the real error; name the config entry
+            cause = err.__cause__ or err
+            raise ConfigError(f"cannot build model.net ({self.hparams.net.get('_target_')}): {cause}") from err
+
+    def configure_metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def train_metric_subset(self, metrics: MetricCollection) -> MetricCollection:
+        """Metrics tracked during training (cheap ones; override to change)."""
+        return metrics
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch"},
+        }
+
+    # ------------------------------------------------------------ steps
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.net(*inputs)
+
+    def compute_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def predictions(self, output: Tensor) -> Tensor:
+        """What metrics and ``predict`` see: probabilities or values in the target's units."""
+        raise NotImplementedError
+
+    def metric_target(self, target: Tensor) -> Tensor:
+        """The target as metrics compare it with :meth:`predictions`."""
+        return target
+
+    def metric_collection(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
+        *inputs, target = batch
+        output = self(*inputs)
+        loss = self.compute_loss(output, target)
+        metrics = self.metric_collection(stage)
+        metrics.update(self.predictions(output.detach()), self.metric_target(target))
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 batch_size=len(target), sync_dist=not on_step)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(target))
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Predictions for an unlabelled batch (every tensor of it is an input)."""
+        inputs = tuple(batch) if isinstance(batch, tuple | list) else (batch,)
+        return self.predictions(self(*inputs))
+
+    # ------------------------------------------------------------ checkpoint metadata
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta: dict[str, Any] = {"version": lit_dl.__version__, "task": class_path(self)}
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None:
+            meta["datamodule"] = class_path(datamodule)
+            meta["datamodule_hparams"] = to_plain(dict(datamodule.hparams))
+        checkpoint["lit_dl"] = meta
+
+
+def softmax_or_sigmoid(logits: Tensor) -> Tensor:
+    """Class probabilities ``(B, K)`` from logits ``(B, 1)`` (binary) or ``(B, K)``."""
+    if logits.shape[-1] == 1:
+        p = torch.sigmoid(logits.squeeze(-1).float())
+        return torch.stack([1 - p, p], dim=-1)
+    return torch.softmax(logits.float(), dim=-1)

@@ -1,0 +1,1 @@
+"""One entry point per verb: ``lit-dl train | eval | predict``."""

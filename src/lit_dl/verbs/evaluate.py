@@ -1,0 +1,32 @@
+"""``lit-dl eval ckpt_path=...``: test a checkpoint on the test split of its data."""
+
+from __future__ import annotations
+
+import lightning as L
+from omegaconf import DictConfig
+
+from lit_dl.utils import to_plain
+from lit_dl.verbs.common import (
+    build,
+    build_loggers,
+    check_required,
+    print_metrics,
+    restore_from_checkpoint,
+    scalar_metrics,
+    write_run_outputs,
+)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Rebuild model, data and preprocessing from the checkpoint; return the test metrics."""
+    check_required(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    model, datamodule = restore_from_checkpoint(cfg.ckpt_path, to_plain(cfg.get("data") or {}))
+    trainer: L.Trainer = build(cfg.trainer, "trainer", logger=build_loggers(cfg.get("logger")) or False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if trainer.is_global_zero:
+        write_run_outputs(cfg.paths.output_dir, cfg, metrics)
+        print_metrics(metrics, f"test metrics of {cfg.ckpt_path}")
+        print(f"output directory: {cfg.paths.output_dir}")
+    return metrics

@@ -1,0 +1,63 @@
+"""``lit-dl train``: fit, test the best checkpoint, write the run's outputs."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from omegaconf import DictConfig
+
+from lit_dl.utils import to_plain
+from lit_dl.verbs.common import (
+    build,
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_task,
+    check_required,
+    load_checkpoint,
+    print_metrics,
+    scalar_metrics,
+    write_run_outputs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the configured model; return the final metrics (also written to ``metrics.json``)."""
+    check_required(cfg)
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # fail early, and in one line, on a missing or corrupted file
+    L.seed_everything(cfg.seed, workers=True)
+
+    # Data first: the model's input and output sizes come from the prepared data.
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = build_task(cfg.model, datamodule)
+
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")),
+                               logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(to_plain(cfg))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = scalar_metrics(trainer.callback_metrics)
+
+    if cfg.get("test", True):
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        if not best:
+            log.warning("no best checkpoint (checkpointing off?): testing the weights as they are")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+
+    if trainer.is_global_zero:
+        output_dir = cfg.paths.output_dir
+        write_run_outputs(output_dir, cfg, metrics)
+        test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        print_metrics(test_metrics or metrics, "test metrics (best checkpoint)" if test_metrics else "metrics")
+        print(f"output directory: {output_dir}")
+    return metrics
