@@ -87,10 +87,10 @@ def _explain_compose_error(err: Exception, verb: str) -> str:
             f"or add a new key on purpose with +{key}=..."
         )
     if "Could not find '" in message and "Available options in" in message:
-        lines = [line.strip() for line in message.splitlines() if line.strip()]
         missing = message.split("Could not find '")[1].split("'")[0]
         group, _, option = missing.rpartition("/")
-        options = [line for line in lines[2:] if "Available options" not in line]
+        listing = message.split("Available options in")[1].split("Config search path")[0]
+        options = [line.strip() for line in listing.splitlines()[1:] if line.strip()]
         return f"no config '{option}' in group '{group}'; available: {', '.join(options)}"
     return _one_line(message + (f" ({cause})" if cause else ""))
 
@@ -120,14 +120,20 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=verb):
         try:
             cfg = compose(config_name, overrides=overrides)
-            text_values = [o for o in parsed if o.type == OverrideType.CHANGE and isinstance(o.value(), str)]
-            if text_values:
-                reference = compose(config_name, overrides=[o.input_line for o in parsed if o not in text_values])
-                _type_errors(cfg, reference, text_values)
-        except LitDLError:
-            raise
         except Exception as err:
             raise ConfigError(_explain_compose_error(err, verb)) from None
+        # Text given for a value (not a config-group choice such as data=tabular): compare with the default.
+        text_values = [
+            o for o in parsed
+            if o.type == OverrideType.CHANGE and isinstance(o.value(), str)
+            and not (CONFIG_DIR / o.key_or_group).is_dir() and not o.key_or_group.startswith("hydra")
+        ]
+        if text_values:
+            try:
+                reference = compose(config_name, overrides=[o.input_line for o in parsed if o not in text_values])
+            except Exception:
+                return  # the default cannot be composed alone; Hydra and the verb check the rest
+            _type_errors(cfg, reference, text_values)
 
 
 def _discard_failed_run(output_dir: Path, before: set[str]) -> None:

@@ -59,22 +59,29 @@ def make_churn_frame(n_rows: int = 5000, seed: int = 0, dirty_fraction: float = 
     days_inactive = np.round(rng.gamma(1.5, 6.0, n)).astype(int)
     usage_change = np.round(rng.normal(0.0, 18.0, n), 1)  # % change in usage over the last quarter
 
+    # Churn drivers as they look in real telecom data: mostly monotone but not linear
+    # (early-tenure churn that fades, threshold effects of support calls and usage drops).
     logit = (
-        -1.9
-        + np.select([contract == CONTRACTS[0], contract == CONTRACTS[1]], [1.3, -0.2], -1.4)
-        - 0.035 * tenure
-        + 0.45 * (support_calls - 1.3)
-        + 0.05 * (days_inactive - 9.0)
-        - 0.03 * usage_change
+        -1.4
+        + np.select([contract == CONTRACTS[0], contract == CONTRACTS[1]], [1.1, -0.3], -1.5)
+        - 0.9 * np.log1p(tenure / 4.0)
+        + 0.25 * support_calls
+        + np.where(support_calls >= 4, 1.0, 0.0)
+        + 1.2 * (1.0 - np.exp(-days_inactive / 15.0))
+        + np.where(usage_change < -20.0, 1.1, 0.0)
+        - 0.01 * usage_change
         + np.where(internet == "Fiber optic", 0.55, 0.0)
         + np.where(payment == "Electronic check", 0.45, 0.0)
         + np.where(tech_support == "Yes", -0.4, 0.0)
         + np.where(partner == "Yes", -0.2, 0.0)
         + 0.012 * (monthly - 60.0)
         + np.where(age >= 65, 0.3, 0.0)
-        # An interaction a linear model cannot see on its own.
-        + np.where((contract == CONTRACTS[0]) & (days_inactive > 20), 0.9, 0.0)
-        + rng.normal(0.0, 0.6, n)
+        # Interactions a linear model cannot see on its own: disengaged month-to-month
+        # customers, and new customers on expensive plans (bill shock).
+        + np.where((contract == CONTRACTS[0]) & (days_inactive > 20), 1.5, 0.0)
+        + np.where((tenure < 12) & (monthly > 80.0), 1.5, 0.0)
+        - np.where((contract != CONTRACTS[0]) & (support_calls >= 3), 1.0, 0.0)
+        + rng.normal(0.0, 0.5, n)
     )
     churn = np.where(rng.random(n) < 1.0 / (1.0 + np.exp(-logit)), "Yes", "No")
 

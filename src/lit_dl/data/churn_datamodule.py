@@ -22,7 +22,7 @@ class ChurnDataModule(TabularDataModule):
             file is read instead (a churn table of your own with the same columns).
     """
 
-    def __init__(self, n_rows: int = 8000, data_seed: int = 0, **kwargs: Any) -> None:
+    def __init__(self, n_rows: int = 10000, data_seed: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("target", "churn")
         kwargs.setdefault("drop", ["customer_id"])
         super().__init__(**kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,8 @@ def read_table(
         raise DataError(f"data file not found: {path} (check data.path)")
     if path.is_dir():
         raise DataError(f"data.path is a folder, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file is empty: {path}")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -61,7 +64,7 @@ def read_table(
             )
     except pd.errors.EmptyDataError as err:
         raise DataError(f"data file is empty: {path}") from err
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError, ValueError) as err:
         raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
     if frame.empty:
         raise DataError(f"data file has no rows: {path}")

@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:
         raise CheckpointError(
             f"cannot read checkpoint {path}: it is corrupted or not a PyTorch checkpoint "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+            f"({type(err).__name__}: {str(err).splitlines()[0].split('. ')[0][:100]})"
         ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")

@@ -1,0 +1,316 @@
+"""ClassificationTask and RegressionTask trained for a few epochs on tiny tensors, checkpoints, guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lit_dl.callbacks import FiniteLossGuard
+from lit_dl.data import TensorBatchDataset, batch_loader
+from lit_dl.errors import ConfigError, TrainingError
+from lit_dl.tasks import ClassificationTask, RegressionTask
+
+N_FEATURES = 4
+NET = {"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": [16]}
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.02}
+SPEC = {"in_features": N_FEATURES, "cat_cardinalities": []}
+CLASSIFICATION_METRICS = ["accuracy", "auroc", "f1", "precision", "recall", "average_precision"]
+REGRESSION_METRICS = ["mse", "rmse", "mae", "r2"]
+
+
+def classifier(num_classes: int = 2, **kwargs: Any) -> ClassificationTask:
+    kwargs.setdefault("net", NET)
+    kwargs.setdefault("optimizer", ADAM)
+    kwargs.setdefault("input_spec", SPEC)
+    return ClassificationTask(class_names=[f"c{i}" for i in range(num_classes)], **kwargs)
+
+
+def regressor(**kwargs: Any) -> RegressionTask:
+    kwargs.setdefault("net", NET)
+    kwargs.setdefault("optimizer", ADAM)
+    kwargs.setdefault("input_spec", SPEC)
+    return RegressionTask(**kwargs)
+
+
+def dataset(x_num: torch.Tensor, y: torch.Tensor) -> TensorBatchDataset:
+    return TensorBatchDataset(x_num, torch.zeros(len(x_num), 0, dtype=torch.long), y)
+
+
+def classification_data(num_classes: int, n: int = 256, seed: int = 0) -> TensorBatchDataset:
+    """Classes are a fixed linear function of the features (the same rule for every seed): learnable."""
+    weights = torch.tensor([[1.0, 0.0, -1.0], [0.5, -1.0, 0.5], [0.0, 0.3, 0.0], [0.0, 0.0, 0.2]])
+    x = torch.randn(n, N_FEATURES, generator=torch.Generator().manual_seed(seed))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() if num_classes == 2 else (x @ weights).argmax(dim=1)
+    return dataset(x, y)
+
+
+def regression_data(n: int = 256, seed: int = 0) -> tuple[TensorBatchDataset, torch.Tensor, float, float]:
+    """Raw targets around 100 (std about 20) and the dataset of standardised targets, as the datamodule makes."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, N_FEATURES, generator=gen)
+    raw = 100.0 + 15.0 * x[:, 0] - 10.0 * x[:, 1] + 2.0 * torch.randn(n, generator=gen)
+    mean, std = raw.mean().item(), raw.std(unbiased=False).item()
+    return dataset(x, (raw - mean) / std), raw, mean, std
+
+
+def trainer(max_epochs: int, **kwargs: Any) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def loader(ds: TensorBatchDataset, shuffle: bool = False) -> torch.utils.data.DataLoader:
+    return batch_loader(ds, batch_size=64, shuffle=shuffle, generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def full_loss(task: L.LightningModule, ds: TensorBatchDataset) -> float:
+    task.eval()
+    x_num, x_cat, y = ds.tensors
+    return task.compute_loss(task(x_num, x_cat), y).item()
+
+
+def is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return False
+
+
+# ---------------------------------------------------------------------------- classification
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_classifier_learns_and_reports_test_metrics(num_classes):
+    L.seed_everything(0, verbose=False)
+    train, test = classification_data(num_classes, seed=0), classification_data(num_classes, n=128, seed=1)
+    task = classifier(num_classes)
+    assert task.net(torch.zeros(2, N_FEATURES)).shape == (2, 1 if num_classes == 2 else 3)
+
+    before = full_loss(task, train)
+    fit = trainer(max_epochs=25, check_val_every_n_epoch=25)
+    fit.fit(task, train_dataloaders=loader(train, shuffle=True), val_dataloaders=loader(test))
+    after = full_loss(task, train)
+    assert after < 0.5 * before
+    # Validation ran and logged under its own prefix.
+    assert {"val/loss", "val/accuracy", "val/auroc", "train/loss_epoch", "train/f1"} <= set(fit.callback_metrics)
+    assert "train/auroc" not in fit.callback_metrics  # costly metrics are not tracked in training
+
+    (results,) = fit.test(task, dataloaders=loader(test), verbose=False)
+    assert {f"test/{m}" for m in CLASSIFICATION_METRICS} | {"test/loss"} <= set(results)
+    assert results["test/accuracy"] > 0.8
+    assert results["test/auroc"] > 0.9
+    for metric in CLASSIFICATION_METRICS:
+        assert 0.0 <= results[f"test/{metric}"] <= 1.0
+
+
+def test_classifier_predict_gives_class_probabilities():
+    task = classifier(2)
+    ds = classification_data(2, n=40)
+    unlabelled = TensorBatchDataset(*ds.tensors[:2])
+    batches = trainer(max_epochs=1).predict(task, dataloaders=loader(unlabelled))
+    probs = torch.cat(batches)
+    assert probs.shape == (40, 2)
+    torch.testing.assert_close(probs.sum(1), torch.ones(40))
+    with torch.no_grad():
+        expected = torch.sigmoid(task(*ds.tensors[:2]).squeeze(-1))
+    torch.testing.assert_close(probs[:, 1], expected)
+
+
+def test_balanced_class_weights_set_bce_pos_weight():
+    task = classifier(2, class_counts=[30, 10], class_weights="balanced")
+    assert task.criterion.pos_weight is not None
+    torch.testing.assert_close(task.criterion.pos_weight, torch.tensor([30 / 10]))
+    assert classifier(2, class_counts=[30, 10]).criterion.pos_weight is None
+
+
+def test_balanced_class_weights_multiclass():
+    task = classifier(3, class_counts=[60, 30, 10], class_weights="balanced")
+    torch.testing.assert_close(task.criterion.weight, torch.tensor([100 / 180, 100 / 90, 100 / 30]))
+
+
+def test_explicit_class_weights():
+    task = classifier(3, class_weights=[1.0, 2.0, 4.0])
+    torch.testing.assert_close(task.criterion.weight, torch.tensor([1.0, 2.0, 4.0]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"class_weights": "balanced"}, "class counts"),
+        ({"class_weights": [1.0, 2.0, 3.0]}, "class_weights"),
+        ({"class_weights": "inverse"}, "class_weights"),
+    ],
+)
+def test_bad_class_weights_raise(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        classifier(2, **kwargs)
+
+
+def test_single_class_raises():
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        ClassificationTask(net=NET, optimizer=ADAM, class_names=["only"], input_spec=SPEC)
+
+
+# ---------------------------------------------------------------------------- regression
+
+
+def test_regressor_learns_and_reports_metrics_in_target_units():
+    L.seed_everything(0, verbose=False)
+    train, _, mean, std = regression_data(seed=0)
+    test, raw_test, _, _ = regression_data(n=128, seed=1)
+    # The test targets are standardised with the *training* statistics.
+    test = dataset(test.tensors[0], (raw_test - mean) / std)
+    task = regressor(target_mean=mean, target_std=std)
+
+    before = full_loss(task, train)
+    fit = trainer(max_epochs=25)
+    fit.fit(task, train_dataloaders=loader(train, shuffle=True))
+    assert full_loss(task, train) < 0.3 * before
+
+    (results,) = fit.test(task, dataloaders=loader(test), verbose=False)
+    assert {f"test/{m}" for m in REGRESSION_METRICS} | {"test/loss"} <= set(results)
+    with torch.no_grad():
+        task.eval()
+        predicted = task(*test.tensors[:2]).squeeze(-1) * std + mean
+    error = predicted.double() - raw_test.double()
+    assert results["test/mse"] == pytest.approx(error.pow(2).mean().item(), rel=1e-4)
+    assert results["test/rmse"] == pytest.approx(error.pow(2).mean().sqrt().item(), rel=1e-4)
+    assert results["test/mae"] == pytest.approx(error.abs().mean().item(), rel=1e-4)
+    # The loss is on the standardised target: the MSE in target units is std**2 times larger.
+    assert results["test/mse"] == pytest.approx(results["test/loss"] * std**2, rel=1e-3)
+    assert results["test/r2"] > 0.8
+
+
+def test_regression_predictions_are_unscaled():
+    task = regressor(target_mean=50.0, target_std=4.0)
+    output = torch.tensor([[0.0], [1.0], [-2.5]])
+    torch.testing.assert_close(task.predictions(output), torch.tensor([50.0, 54.0, 40.0]))
+    torch.testing.assert_close(task.metric_target(torch.tensor([0.5, -1.0])), torch.tensor([52.0, 46.0]))
+
+
+@pytest.mark.parametrize(("loss", "cls"), [("mse", torch.nn.MSELoss), ("l1", torch.nn.L1Loss)])
+def test_regression_loss_choice(loss, cls):
+    assert isinstance(regressor(loss=loss).criterion, cls)
+
+
+def test_unknown_regression_loss_raises():
+    with pytest.raises(ConfigError, match="model.loss"):
+        regressor(loss="cosine")
+
+
+# ---------------------------------------------------------------------------- hyperparameters and checkpoints
+
+
+def test_hyperparameters_are_plain_data():
+    task = classifier(
+        2,
+        net=OmegaConf.create(NET),
+        optimizer=OmegaConf.create(ADAM),
+        input_spec=OmegaConf.create(SPEC),
+        class_counts=[3, 1],
+    )
+    hparams = dict(task.hparams)
+    assert is_plain(hparams)
+    assert hparams["net"] == NET
+    assert hparams["input_spec"] == SPEC
+    assert hparams["class_names"] == ["c0", "c1"]
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_checkpoint_loads_weights_only_and_rebuilds_model(kind, tmp_path: Path):
+    L.seed_everything(0, verbose=False)
+    if kind == "regression":
+        ds, _, mean, std = regression_data(n=64)
+        task: L.LightningModule = regressor(target_mean=mean, target_std=std)
+        cls: type[L.LightningModule] = RegressionTask
+    else:
+        num_classes = 2 if kind == "binary" else 3
+        ds = classification_data(num_classes, n=64)
+        counts = torch.bincount(ds.tensors[2], minlength=num_classes).tolist()
+        task = classifier(num_classes, class_counts=counts, class_weights="balanced")
+        cls = ClassificationTask
+    fit = trainer(max_epochs=2)
+    fit.fit(task, train_dataloaders=loader(ds, shuffle=True))
+    path = tmp_path / "model.ckpt"
+    fit.save_checkpoint(path)
+
+    checkpoint = torch.load(path, weights_only=True)
+    assert is_plain(checkpoint["hyper_parameters"])
+    assert checkpoint["lit_dl"]["task"] == f"{cls.__module__}.{cls.__qualname__}"
+
+    restored = cls.load_from_checkpoint(path, map_location="cpu")
+    assert type(restored) is cls
+    task.eval()
+    restored.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(*ds.tensors[:2]), task(*ds.tensors[:2]), rtol=0, atol=0)
+        torch.testing.assert_close(
+            restored.compute_loss(restored(*ds.tensors[:2]), ds.tensors[2]),
+            task.compute_loss(task(*ds.tensors[:2]), ds.tensors[2]),
+        )
+    if kind == "regression":
+        assert (restored.target_mean, restored.target_std) == (task.target_mean, task.target_std)
+
+
+# ---------------------------------------------------------------------------- bad configs and divergence
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        {"_target_": "lit_dl.nets.NoSuchNet"},
+        {"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": [8], "activation": "swishy"},
+        {"_target_": "lit_dl.nets.TabularMLP", "hidden_size": [8]},
+    ],
+)
+def test_bad_net_config_raises_config_error(net):
+    with pytest.raises(ConfigError, match="model.net"):
+        classifier(2, net=net)
+
+
+def test_finite_loss_guard_stops_on_nan_inputs():
+    ds = classification_data(2, n=64)
+    x = ds.tensors[0].clone()
+    x[::3, 0] = float("nan")
+    fit = trainer(max_epochs=1, callbacks=[FiniteLossGuard()])
+    with pytest.raises(TrainingError, match="training loss became nan"):
+        fit.fit(classifier(2), train_dataloaders=loader(dataset(x, ds.tensors[2])))
+
+
+def test_finite_loss_guard_stops_on_divergence():
+    L.seed_everything(0, verbose=False)
+    ds, _, _, _ = regression_data(n=64)
+    task = regressor(
+        net={"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": []},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e30},
+    )
+    fit = trainer(max_epochs=3, callbacks=[FiniteLossGuard()])
+    with pytest.raises(TrainingError, match="lower model.optimizer.lr"):
+        fit.fit(task, train_dataloaders=loader(ds, shuffle=True))
+    assert fit.global_step < 3 * 1  # stopped within the first epoch (1 batch of 64 rows per epoch)
+
+
+def test_finite_loss_guard_checks_only_every_n_steps():
+    ds = classification_data(2, n=64)
+    x = ds.tensors[0].clone()
+    x[0, 0] = float("nan")
+    fit = trainer(max_epochs=1, callbacks=[FiniteLossGuard(check_every_n_steps=1000)])
+    fit.fit(classifier(2), train_dataloaders=loader(dataset(x, ds.tensors[2])))  # no look, no error
+    assert fit.global_step == 1

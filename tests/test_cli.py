@@ -1,0 +1,186 @@
+"""End-to-end tests of the ``lit-dl`` verbs, driven through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from lit_dl.cli import main
+from lit_dl.data.churn import make_churn_frame
+from lit_dl.nets import TabularMLP
+
+SMALL = ["data.n_rows=600", "trainer.max_epochs=2", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def run_cli(*args: str) -> None:
+    main(list(args))
+
+
+def fail_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run a command that must fail: exit code 2 and exactly one ``error:`` line, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, err
+    assert "Traceback" not in err
+    return error_lines[0]
+
+
+@pytest.fixture
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "train"
+    run_cli("train", *SMALL, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_train_writes_outputs_and_eval_reproduces_test_metrics(trained_run: Path, tmp_path: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for name in ("test/auroc", "test/accuracy", "test/f1", "test/precision", "test/recall", "val/loss"):
+        assert isinstance(metrics[name], float) and math.isfinite(metrics[name])
+    assert all(isinstance(v, float) for v in metrics.values())  # flat name -> number
+    assert 0.6 < metrics["test/auroc"] <= 1.0  # churn is learnable from these features
+    assert (trained_run / "config.yaml").is_file()
+    best, last = trained_run / "checkpoints" / "best.ckpt", trained_run / "checkpoints" / "last.ckpt"
+    assert best.is_file() and last.is_file()
+
+    # The checkpoint holds only plain data: it loads with weights_only and carries the preprocessing.
+    checkpoint = torch.load(best, weights_only=True)
+    assert checkpoint["lit_dl"]["datamodule"] == "lit_dl.data.churn_datamodule.ChurnDataModule"
+    assert checkpoint["ChurnDataModule"]["preprocessor"]["numeric"]
+
+    eval_dir = tmp_path / "eval"
+    run_cli("eval", f"ckpt_path={best}", f"hydra.run.dir={eval_dir}")
+    evaluated = json.loads((eval_dir / "metrics.json").read_text())
+    for name, value in evaluated.items():
+        assert value == pytest.approx(metrics[name], abs=1e-6), name
+
+
+def test_predict_applies_saved_preprocessing(trained_run: Path, tmp_path: Path) -> None:
+    new_rows = make_churn_frame(60, seed=7).drop(columns=["churn"])
+    new_rows.loc[0, "contract"] = "Three year"  # a category never seen in training
+    new_rows.loc[1, "monthly_charges"] = float("nan")
+    source = tmp_path / "new.csv"
+    new_rows.to_csv(source, index=False)
+    output = tmp_path / "out" / "predictions.csv"
+    run_cli("predict", f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"input={source}",
+            f"output={output}", f"hydra.run.dir={tmp_path / 'predict'}")
+    predictions = pd.read_csv(output)
+    assert len(predictions) == len(new_rows)
+    assert list(predictions.columns) == ["customer_id", "prob_No", "prob_Yes", "prediction"]
+    assert predictions["customer_id"].tolist() == new_rows["customer_id"].tolist()
+    assert (predictions["prob_No"] + predictions["prob_Yes"]).to_numpy() == pytest.approx(1.0, abs=1e-5)
+    expected = (predictions["prob_Yes"] > 0.5).map({True: "Yes", False: "No"})
+    assert predictions["prediction"].tolist() == expected.tolist()
+
+    parquet = tmp_path / "predictions.parquet"
+    run_cli("predict", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input={source}",
+            f"output={parquet}", f"hydra.run.dir={tmp_path / 'predict2'}")
+    assert len(pd.read_parquet(parquet)) == len(new_rows)
+
+
+def test_train_on_user_csv_regression(tmp_path: Path) -> None:
+    frame = make_churn_frame(400, seed=1)
+    frame["value"] = frame["monthly_charges"] * 2 + frame["tenure_months"]
+    source = tmp_path / "table.parquet"
+    frame.to_parquet(source, index=False)
+    run_dir = tmp_path / "run"
+    run_cli("train", "data=tabular", f"data.path={source}", "data.target=value", "data.drop=[customer_id,churn]",
+            "model=mlp_regressor", "trainer.max_epochs=3", "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"test/mse", "test/rmse", "test/mae", "test/r2"} <= set(metrics)
+    assert metrics["test/rmse"] == pytest.approx(math.sqrt(metrics["test/mse"]), rel=1e-4)
+
+
+def test_classifier_on_regression_data_is_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": range(100), "y": [i * 0.37 for i in range(100)]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    line = fail_cli(capsys, "train", "data=tabular", f"data.path={tmp_path / 't.csv'}", "data.target=y",
+                    f"hydra.run.dir={tmp_path / 'run'}")
+    assert "regression" in line and "model=mlp_regressor" in line
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.max_epchs=3"], "unknown config key 'trainer.max_epchs'"),
+        (["model=transformer"], "no config 'transformer' in group 'model'"),
+        (["trainer.max_epochs=ten"], "'trainer.max_epochs' expects an integer"),
+        (["data=tabular"], "data.path"),
+        (["data=tabular", "data.path={tmp}/missing.csv", "data.target=churn"], "data file not found"),
+        (["data=tabular", "data.path={tmp}/empty.csv", "data.target=churn"], "empty"),
+        (["data=tabular", "data.path={tmp}/good.csv", "data.target=nope"], "target column 'nope' not in"),
+        (["data=tabular", "data.path={tmp}/oneclass.csv", "data.target=churn"], "single class"),
+        (["ckpt_path={tmp}/corrupt.ckpt"], "corrupted"),
+    ],
+)
+def test_bad_input_one_line_and_no_run_left(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, overrides: list[str], expected: str
+) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    good = make_churn_frame(100, seed=0)
+    good.to_csv(tmp_path / "good.csv", index=False)
+    good.assign(churn="No").to_csv(tmp_path / "oneclass.csv", index=False)
+    (tmp_path / "corrupt.ckpt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    run_dir = tmp_path / "run"
+    line = fail_cli(capsys, "train", *overrides, f"hydra.run.dir={run_dir}")
+    assert expected in line
+    assert not run_dir.exists()  # nothing left that looks like a run
+
+
+def test_eval_of_corrupted_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ckpt = tmp_path / "broken.ckpt"
+    ckpt.write_bytes(b"\x00" * 64)
+    assert "corrupted" in fail_cli(capsys, "eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert "not found" in fail_cli(capsys, "eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
+                                   f"hydra.run.dir={tmp_path / 'e'}")
+
+
+class NaNAfterSteps(TabularMLP):
+    """A TabularMLP whose training outputs turn NaN after ``steps`` forward passes (to test divergence)."""
+
+    def __init__(self, *args, steps: int = 10, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.steps = steps
+        self.calls = 0
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().forward(x_num, x_cat)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                return out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_run_and_keeps_earlier_checkpoints(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # 420 training rows / 64 per batch = 7 steps per epoch: epochs 0 and 1 finish, epoch 2 diverges.
+    line = fail_cli(capsys, "train", "data.n_rows=600", "data.batch_size=64", "trainer.max_epochs=5",
+                    f"model.net._target_={__name__}.NaNAfterSteps", "+model.net.steps=16",
+                    "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}")
+    assert "nan" in line.lower() and "epoch 2" in line
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("lit-dl")
+    result = subprocess.run([str(script), "train", "trainer.bogus=1"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "unknown config key 'trainer.bogus'" in result.stderr
+    assert not (tmp_path / "logs").exists()
