@@ -37,16 +37,30 @@ def logistic_regression(overrides: list[str]) -> dict[str, float]:
     model = LogisticRegression(max_iter=5000).fit(x_train, y_train)
     probs = model.predict_proba(x_test)
     seconds = time.perf_counter() - start
-    auroc = roc_auc_score(y_test, probs[:, 1]) if probs.shape[1] == 2 else roc_auc_score(
-        y_test, probs, multi_class="ovr", average="macro")
-    return {"auroc": float(auroc), "accuracy": float(accuracy_score(y_test, np.argmax(probs, 1))), "seconds": seconds}
+    auroc = (
+        roc_auc_score(y_test, probs[:, 1])
+        if probs.shape[1] == 2
+        else roc_auc_score(y_test, probs, multi_class="ovr", average="macro")
+    )
+    return {
+        "auroc": float(auroc),
+        "accuracy": float(accuracy_score(y_test, np.argmax(probs, 1))),
+        "seconds": seconds,
+    }
 
 
 def lit_dl_mlp(overrides: list[str]) -> dict[str, float]:
     run_dir = Path(tempfile.mkdtemp(prefix="lit_dl_bench_"))
     start = time.perf_counter()
-    main(["train", *overrides, f"hydra.run.dir={run_dir}", "callbacks.progress_bar=null",
-          "callbacks.model_summary=null"])
+    main(
+        [
+            "train",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+            "callbacks.progress_bar=null",
+            "callbacks.model_summary=null",
+        ]
+    )
     seconds = time.perf_counter() - start
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"auroc": metrics["test/auroc"], "accuracy": metrics["test/accuracy"], "seconds": seconds}
@@ -58,7 +72,7 @@ if __name__ == "__main__":
     mlp = lit_dl_mlp(overrides)
     print("\nsame split, same preprocessing, test set:")
     print(f"{'model':<22}{'ROC-AUC':>9}{'accuracy':>10}{'seconds':>9}")
-    print(f"{'logistic regression':<22}{baseline['auroc']:>9.4f}{baseline['accuracy']:>10.4f}{baseline['seconds']:>9.1f}")
-    print(f"{'lit_dl MLP':<22}{mlp['auroc']:>9.4f}{mlp['accuracy']:>10.4f}{mlp['seconds']:>9.1f}")
+    for name, result in (("logistic regression", baseline), ("lit_dl MLP", mlp)):
+        print(f"{name:<22}{result['auroc']:>9.4f}{result['accuracy']:>10.4f}{result['seconds']:>9.1f}")
     verdict = "at or above" if mlp["auroc"] >= baseline["auroc"] else "BELOW"
     print(f"MLP ROC-AUC is {verdict} logistic regression ({mlp['auroc'] - baseline['auroc']:+.4f})")

@@ -28,11 +28,13 @@ def make_messy_frame(n_rows: int = MESSY_ROWS, seed: int = MESSY_SEED) -> pd.Dat
     n = n_rows
     contract = rng.choice(["Month-to-month", "One year", "Two year"], n, p=[0.5, 0.25, 0.25]).astype(object)
     partner = rng.choice(["Yes", "No"], n).astype(object)
-    payment = rng.choice(["Electronic check", "Mailed check", "Bank transfer", "Credit card"], n).astype(object)
+    payment = rng.choice(["Electronic check", "Mailed check", "Bank transfer", "Credit card"], n).astype(
+        object
+    )
     gender = rng.choice(["Female", "Male"], n)
     tenure = rng.integers(0, 73, n)
     monthly = rng.choice(np.arange(2000, 12000), n, replace=False) / 100.0
-    total = [" " if t == 0 else f"{m * t:.2f}" for m, t in zip(monthly, tenure)]
+    total = [" " if t == 0 else f"{m * t:.2f}" for m, t in zip(monthly, tenure, strict=True)]
     for i in rng.choice(n, 6, replace=False):
         total[i] = " "
     age = rng.integers(18, 85, n).astype(float)

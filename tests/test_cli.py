@@ -16,7 +16,12 @@ from lit_dl.cli import main
 from lit_dl.data.churn import make_churn_frame
 from lit_dl.nets import TabularMLP
 
-SMALL = ["data.n_rows=600", "trainer.max_epochs=2", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+SMALL = [
+    "data.n_rows=600",
+    "trainer.max_epochs=2",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+]
 
 
 def run_cli(*args: str) -> None:
@@ -71,8 +76,13 @@ def test_predict_applies_saved_preprocessing(trained_run: Path, tmp_path: Path) 
     source = tmp_path / "new.csv"
     new_rows.to_csv(source, index=False)
     output = tmp_path / "out" / "predictions.csv"
-    run_cli("predict", f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"input={source}",
-            f"output={output}", f"hydra.run.dir={tmp_path / 'predict'}")
+    run_cli(
+        "predict",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        f"input={source}",
+        f"output={output}",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
     predictions = pd.read_csv(output)
     assert len(predictions) == len(new_rows)
     assert list(predictions.columns) == ["customer_id", "prob_No", "prob_Yes", "prediction"]
@@ -82,8 +92,13 @@ def test_predict_applies_saved_preprocessing(trained_run: Path, tmp_path: Path) 
     assert predictions["prediction"].tolist() == expected.tolist()
 
     parquet = tmp_path / "predictions.parquet"
-    run_cli("predict", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input={source}",
-            f"output={parquet}", f"hydra.run.dir={tmp_path / 'predict2'}")
+    run_cli(
+        "predict",
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"input={source}",
+        f"output={parquet}",
+        f"hydra.run.dir={tmp_path / 'predict2'}",
+    )
     assert len(pd.read_parquet(parquet)) == len(new_rows)
 
 
@@ -93,18 +108,35 @@ def test_train_on_user_csv_regression(tmp_path: Path) -> None:
     source = tmp_path / "table.parquet"
     frame.to_parquet(source, index=False)
     run_dir = tmp_path / "run"
-    run_cli("train", "data=tabular", f"data.path={source}", "data.target=value", "data.drop=[customer_id,churn]",
-            "model=mlp_regressor", "trainer.max_epochs=3", "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}")
+    run_cli(
+        "train",
+        "data=tabular",
+        f"data.path={source}",
+        "data.target=value",
+        "data.drop=[customer_id,churn]",
+        "model=mlp_regressor",
+        "trainer.max_epochs=3",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"test/mse", "test/rmse", "test/mae", "test/r2"} <= set(metrics)
     assert metrics["test/rmse"] == pytest.approx(math.sqrt(metrics["test/mse"]), rel=1e-4)
 
 
-def test_classifier_on_regression_data_is_rejected(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_classifier_on_regression_data_is_rejected(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     frame = pd.DataFrame({"x": range(100), "y": [i * 0.37 for i in range(100)]})
     frame.to_csv(tmp_path / "t.csv", index=False)
-    line = fail_cli(capsys, "train", "data=tabular", f"data.path={tmp_path / 't.csv'}", "data.target=y",
-                    f"hydra.run.dir={tmp_path / 'run'}")
+    line = fail_cli(
+        capsys,
+        "train",
+        "data=tabular",
+        f"data.path={tmp_path / 't.csv'}",
+        "data.target=y",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert "regression" in line and "model=mlp_regressor" in line
 
 
@@ -141,8 +173,9 @@ def test_eval_of_corrupted_checkpoint(capsys: pytest.CaptureFixture[str], tmp_pa
     ckpt = tmp_path / "broken.ckpt"
     ckpt.write_bytes(b"\x00" * 64)
     assert "corrupted" in fail_cli(capsys, "eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'e'}")
-    assert "not found" in fail_cli(capsys, "eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
-                                   f"hydra.run.dir={tmp_path / 'e'}")
+    assert "not found" in fail_cli(
+        capsys, "eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"
+    )
 
 
 class NaNAfterSteps(TabularMLP):
@@ -162,12 +195,22 @@ class NaNAfterSteps(TabularMLP):
         return out
 
 
-def test_nan_loss_stops_run_and_keeps_earlier_checkpoints(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_nan_loss_stops_run_and_keeps_earlier_checkpoints(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     # 420 training rows / 64 per batch = 7 steps per epoch: epochs 0 and 1 finish, epoch 2 diverges.
-    line = fail_cli(capsys, "train", "data.n_rows=600", "data.batch_size=64", "trainer.max_epochs=5",
-                    f"model.net._target_={__name__}.NaNAfterSteps", "+model.net.steps=16",
-                    "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}")
+    line = fail_cli(
+        capsys,
+        "train",
+        "data.n_rows=600",
+        "data.batch_size=64",
+        "trainer.max_epochs=5",
+        f"model.net._target_={__name__}.NaNAfterSteps",
+        "+model.net.steps=16",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    )
     assert "nan" in line.lower() and "epoch 2" in line
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1
@@ -178,9 +221,55 @@ def test_nan_loss_stops_run_and_keeps_earlier_checkpoints(capsys: pytest.Capture
 
 def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("lit-dl")
-    result = subprocess.run([str(script), "train", "trainer.bogus=1"], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=120)
+    result = subprocess.run(
+        [str(script), "train", "trainer.bogus=1"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "unknown config key 'trainer.bogus'" in result.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_all_loggers_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    run_cli(
+        "train",
+        "debug=limit",
+        "logger=[csv,tensorboard,wandb]",
+        "logger.wandb.offline=true",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert "val/loss" in (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("run-*.wandb"))
+
+
+@pytest.mark.parametrize(
+    "overrides", [["trainer.precision=bf16-mixed"], ["data.categorical_encoding=embedding"]]
+)
+def test_train_variants_run(overrides: list[str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(
+        "train",
+        "debug=limit",
+        "data.n_rows=600",
+        *overrides,
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["test/auroc"] <= 1.0
+
+
+def test_resume_from_last_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "resumed"
+    run_cli("train", *SMALL[:1], "trainer.max_epochs=3", "callbacks.progress_bar=null",
+            f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run_dir}")
+    first = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (first["epoch"], resumed["epoch"]) == (1, 2)  # continued where the first run stopped
+    assert resumed["global_step"] == first["global_step"] * 3 // 2

@@ -124,13 +124,18 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
             raise ConfigError(_explain_compose_error(err, verb)) from None
         # Text given for a value (not a config-group choice such as data=tabular): compare with the default.
         text_values = [
-            o for o in parsed
-            if o.type == OverrideType.CHANGE and isinstance(o.value(), str)
-            and not (CONFIG_DIR / o.key_or_group).is_dir() and not o.key_or_group.startswith("hydra")
+            o
+            for o in parsed
+            if o.type == OverrideType.CHANGE
+            and isinstance(o.value(), str)
+            and not (CONFIG_DIR / o.key_or_group).is_dir()
+            and not o.key_or_group.startswith("hydra")
         ]
         if text_values:
             try:
-                reference = compose(config_name, overrides=[o.input_line for o in parsed if o not in text_values])
+                reference = compose(
+                    config_name, overrides=[o.input_line for o in parsed if o not in text_values]
+                )
             except Exception:
                 return  # the default cannot be composed alone; Hydra and the verb check the rest
             _type_errors(cfg, reference, text_values)
@@ -175,7 +180,9 @@ def _route_lightning_logs() -> None:
     """Send Lightning's messages through Hydra's handlers once (console and the run's log file)."""
     import lightning.pytorch  # noqa: F401  (registers Lightning's loggers and handlers first)
 
-    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("lightning", "pytorch_lightning")]
+    names = [
+        n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("lightning", "pytorch_lightning")
+    ]
     for name in names:
         logger = logging.getLogger(name)
         logger.handlers.clear()
@@ -197,7 +204,9 @@ def main(argv: list[str] | None = None) -> Any:
         return None
     verb, overrides = args[0], args[1:]
     if verb not in VERBS:
-        print(f"error: unknown verb {verb!r}; choose one of {', '.join(VERBS)} (lit-dl --help)", file=sys.stderr)
+        print(
+            f"error: unknown verb {verb!r}; choose one of {', '.join(VERBS)} (lit-dl --help)", file=sys.stderr
+        )
         sys.exit(2)
     if not any(arg.startswith("-") for arg in overrides):
         try:

@@ -21,7 +21,7 @@ def test_getitems_returns_whole_batch_by_index():
     batch = ds.__getitems__(indices)
     assert len(batch) == 3
     index = torch.tensor(indices)
-    for got, tensor in zip(batch, ds.tensors):
+    for got, tensor in zip(batch, ds.tensors, strict=True):
         assert torch.equal(got, tensor[index])
 
 

@@ -144,11 +144,15 @@ def test_fitted_statistics_come_from_training_rows(messy_csv, messy_frame):
         assert prep.scales[j] == pytest.approx(std, rel=1e-9)
     # Standardised training features have mean 0 and std 1.
     x = dm.datasets["train"].tensors[0][:, : len(prep.numeric)].double()
-    torch.testing.assert_close(x.mean(0), torch.zeros(len(prep.numeric), dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        x.mean(0), torch.zeros(len(prep.numeric), dtype=torch.float64), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(len(prep.numeric), dtype=torch.float64))
 
 
-def test_extreme_values_outside_training_split_do_not_change_fitted_state(messy_csv, messy_frame, write_table):
+def test_extreme_values_outside_training_split_do_not_change_fitted_state(
+    messy_csv, messy_frame, write_table
+):
     dm = prepared(messy_csv)
     train_ids = split_row_ids(dm, messy_frame, "train")
     others = np.setdiff1d(np.arange(len(messy_frame)), train_ids)
@@ -190,7 +194,7 @@ def test_split_is_reproducible_per_split_seed(messy_csv, messy_frame):
     b = prepared(messy_csv, split_seed=3)
     c = prepared(messy_csv, split_seed=4)
     for split in ("train", "val", "test"):
-        for ta, tb in zip(a.datasets[split].tensors, b.datasets[split].tensors):
+        for ta, tb in zip(a.datasets[split].tensors, b.datasets[split].tensors, strict=True):
             assert torch.equal(ta, tb)
     ids_a = set(split_row_ids(a, messy_frame, "test").tolist())
     ids_c = set(split_row_ids(c, messy_frame, "test").tolist())
@@ -221,7 +225,7 @@ def test_restored_preprocessing_gives_identical_tensors(messy_csv, messy_frame, 
     restored = make_dm(messy_csv)
     restored.load_state_dict(state)
     restored.setup("test")
-    for a, b in zip(dm.datasets["test"].tensors, restored.datasets["test"].tensors):
+    for a, b in zip(dm.datasets["test"].tensors, restored.datasets["test"].tensors, strict=True):
         assert a.dtype == b.dtype
         assert torch.equal(a, b)
     assert restored.classes == dm.classes
@@ -298,12 +302,6 @@ def test_explicit_task_overrides_auto(regression_frame, write_table):
     assert dm.datasets["train"].tensors[2].dtype == torch.float32
 
 
-@pytest.mark.xfail(
-    reason="BUG: tabular.py _fit_classes/encode_target name numeric classes by str(value); a training file "
-    "with a missing target cell has a float column ('0.0', '1.0') and an integer test file ('0', '1') is "
-    "rejected as unseen labels",
-    strict=True,
-)
 def test_numeric_classes_match_across_files_with_missing_target_cell(messy_frame, write_table):
     frame = messy_frame.assign(label=(messy_frame["churn"] == "Yes").astype(float)).drop(columns="churn")
     train = frame.iloc[:240].copy()
@@ -325,7 +323,7 @@ def test_headerless_file_with_column_names(messy_csv, messy_frame, write_table):
     dm = prepared(headerless, column_names=list(messy_frame.columns))
     reference = prepared(messy_csv)
     assert dm.preprocessor.state_dict() == reference.preprocessor.state_dict()
-    for a, b in zip(dm.datasets["test"].tensors, reference.datasets["test"].tensors):
+    for a, b in zip(dm.datasets["test"].tensors, reference.datasets["test"].tensors, strict=True):
         assert torch.equal(a, b)
 
 
@@ -356,7 +354,7 @@ def test_parquet_input_matches_csv(messy_csv, messy_frame, write_table):
     assert dm.preprocessor.numeric == NUMERIC
     assert dm.classes == reference.classes
     for split in ("train", "val", "test"):
-        for a, b in zip(dm.datasets[split].tensors, reference.datasets[split].tensors):
+        for a, b in zip(dm.datasets[split].tensors, reference.datasets[split].tensors, strict=True):
             torch.testing.assert_close(a, b)
 
 
@@ -397,7 +395,10 @@ def test_embedding_encoding_gives_long_indices(messy_csv, messy_frame):
     assert x_cat.shape == (len(x_num), len(CATEGORICAL))
     assert x_num.shape[1] == len(NUMERIC) == prep.num_features
     assert prep.cardinalities == [len(c) + 1 for c in prep.categories]
-    assert dm.task_kwargs()["input_spec"] == {"in_features": len(NUMERIC), "cat_cardinalities": prep.cardinalities}
+    assert dm.task_kwargs()["input_spec"] == {
+        "in_features": len(NUMERIC),
+        "cat_cardinalities": prep.cardinalities,
+    }
     # Every training category is known: indices 1..k, 0 is reserved for unseen.
     assert (x_cat >= 1).all()
     assert (x_cat < torch.tensor(prep.cardinalities)).all()
@@ -441,8 +442,12 @@ def test_load_inputs_with_unseen_category_and_missing_values(messy_csv, messy_fr
     assert x_num[0, contract_cols].sum().item() == 0.0  # unseen: no indicator set
     assert x_num[1, contract_cols].sum().item() == 1.0
     j_total, j_age = prep.numeric.index("total_charges"), prep.numeric.index("age")
-    assert x_num[1, j_total].item() == pytest.approx((prep.medians[j_total] - prep.means[j_total]) / prep.scales[j_total])
-    assert x_num[1, j_age].item() == pytest.approx((prep.medians[j_age] - prep.means[j_age]) / prep.scales[j_age])
+    assert x_num[1, j_total].item() == pytest.approx(
+        (prep.medians[j_total] - prep.means[j_total]) / prep.scales[j_total]
+    )
+    assert x_num[1, j_age].item() == pytest.approx(
+        (prep.medians[j_age] - prep.means[j_age]) / prep.scales[j_age]
+    )
     assert x_num[2, names.index(f"partner={MISSING_CATEGORY}")].item() == 1.0
 
 
@@ -463,12 +468,6 @@ def test_load_inputs_missing_feature_column_raises(messy_csv, messy_frame, write
         dm.load_inputs(str(write_table(rows, "new.csv")))
 
 
-@pytest.mark.xfail(
-    reason="BUG: preprocessing.categorical_strings uses str(value), so a forced-categorical integer column "
-    "fitted from a file with missing cells (float dtype: '1.0') does not match the same codes in a file "
-    "without missing cells (int dtype: '1'); all such rows are treated as unseen",
-    strict=True,
-)
 def test_forced_categorical_integer_codes_match_across_files(messy_frame, write_table):
     frame = messy_frame.assign(plan=(np.arange(len(messy_frame)) % 3 + 1).astype(float))
     frame.loc[[1, 5, 9], "plan"] = np.nan

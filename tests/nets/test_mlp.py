@@ -24,7 +24,7 @@ def test_mlp_output_shape(in_features, out_features, hidden_sizes):
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_each_activation(name):
-    net = MLP(4, 2, (6,), activation=name.upper() if name == "relu" else name)
+    net = MLP(4, 2, (6,), activation=name)
     assert any(isinstance(m, ACTIVATIONS[name]) for m in net.modules())
     out = net(torch.randn(3, 4))
     assert out.shape == (3, 2)
@@ -103,7 +103,13 @@ def test_tabular_mlp_with_embeddings_needs_x_cat():
 def test_gradients_reach_every_parameter(batch_norm):
     torch.manual_seed(0)
     net = TabularMLP(
-        5, 3, cat_cardinalities=[3, 6], hidden_sizes=(8, 4), activation="gelu", batch_norm=batch_norm, dropout=0.1
+        5,
+        3,
+        cat_cardinalities=[3, 6],
+        hidden_sizes=(8, 4),
+        activation="gelu",
+        batch_norm=batch_norm,
+        dropout=0.1,
     )
     x_num = torch.randn(32, 5)
     x_cat = torch.stack([torch.arange(32) % 3, torch.arange(32) % 6], dim=1)
@@ -112,3 +118,33 @@ def test_gradients_reach_every_parameter(batch_norm):
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
+
+
+def test_activation_names_ignore_case():
+    net = MLP(4, 2, (6,), activation="GELU")
+    assert any(isinstance(m, nn.GELU) for m in net.modules())
+
+
+def test_linear_skip_adds_a_linear_path():
+    torch.manual_seed(0)
+    assert TabularMLP(3, 2, cat_cardinalities=[4], hidden_sizes=(8,)).linear is None
+    net = TabularMLP(3, 2, cat_cardinalities=[4], hidden_sizes=(8,), linear_skip=True)
+    width = 3 + net.embeddings[0].embedding_dim
+    assert isinstance(net.linear, nn.Linear)
+    assert (net.linear.in_features, net.linear.out_features) == (width, 2)
+
+    x_num, x_cat = torch.randn(5, 3), torch.randint(0, 4, (5, 1))
+    inputs = torch.cat([x_num, net.embeddings[0](x_cat[:, 0])], dim=1)
+    torch.testing.assert_close(net(x_num, x_cat), net.mlp(inputs) + net.linear(inputs))
+
+    net(x_num, x_cat).sum().backward()
+    assert net.linear.weight.grad is not None and net.linear.weight.grad.abs().sum() > 0
+    assert net.embeddings[0].weight.grad.abs().sum() > 0
+
+
+def test_linear_skip_without_hidden_layers_is_two_linear_maps():
+    net = TabularMLP(4, 1, hidden_sizes=(), linear_skip=True)
+    x = torch.randn(6, 4)
+    (layer,) = net.mlp.layers
+    expected = x @ (layer.weight + net.linear.weight).T + layer.bias + net.linear.bias
+    torch.testing.assert_close(net(x), expected)

@@ -50,7 +50,7 @@ def classification_data(num_classes: int, n: int = 256, seed: int = 0) -> Tensor
 
 
 def regression_data(n: int = 256, seed: int = 0) -> tuple[TensorBatchDataset, torch.Tensor, float, float]:
-    """Raw targets around 100 (std about 20) and the dataset of standardised targets, as the datamodule makes."""
+    """Raw targets around 100 (std about 18) and a dataset of standardised targets (as the datamodule)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, N_FEATURES, generator=gen)
     raw = 100.0 + 15.0 * x[:, 0] - 10.0 * x[:, 1] + 2.0 * torch.randn(n, generator=gen)
@@ -109,7 +109,9 @@ def test_classifier_learns_and_reports_test_metrics(num_classes):
     after = full_loss(task, train)
     assert after < 0.5 * before
     # Validation ran and logged under its own prefix.
-    assert {"val/loss", "val/accuracy", "val/auroc", "train/loss_epoch", "train/f1"} <= set(fit.callback_metrics)
+    assert {"val/loss", "val/accuracy", "val/auroc", "train/loss_epoch", "train/f1"} <= set(
+        fit.callback_metrics
+    )
     assert "train/auroc" not in fit.callback_metrics  # costly metrics are not tracked in training
 
     (results,) = fit.test(task, dataloaders=loader(test), verbose=False)
@@ -211,7 +213,7 @@ def test_regression_loss_choice(loss, cls):
 
 
 def test_unknown_regression_loss_raises():
-    with pytest.raises(ConfigError, match="model.loss"):
+    with pytest.raises(ConfigError, match=r"model\.loss"):
         regressor(loss="cosine")
 
 
@@ -281,7 +283,7 @@ def test_checkpoint_loads_weights_only_and_rebuilds_model(kind, tmp_path: Path):
     ],
 )
 def test_bad_net_config_raises_config_error(net):
-    with pytest.raises(ConfigError, match="model.net"):
+    with pytest.raises(ConfigError, match=r"model\.net"):
         classifier(2, net=net)
 
 
@@ -301,10 +303,10 @@ def test_finite_loss_guard_stops_on_divergence():
         net={"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": []},
         optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e30},
     )
-    fit = trainer(max_epochs=3, callbacks=[FiniteLossGuard()])
-    with pytest.raises(TrainingError, match="lower model.optimizer.lr"):
+    fit = trainer(max_epochs=10, callbacks=[FiniteLossGuard()])
+    with pytest.raises(TrainingError, match=r"lower model\.optimizer\.lr"):
         fit.fit(task, train_dataloaders=loader(ds, shuffle=True))
-    assert fit.global_step < 3 * 1  # stopped within the first epoch (1 batch of 64 rows per epoch)
+    assert fit.global_step <= 3  # one batch per epoch: stopped within the first few of 10 epochs
 
 
 def test_finite_loss_guard_checks_only_every_n_steps():

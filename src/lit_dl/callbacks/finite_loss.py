@@ -31,6 +31,7 @@ class FiniteLossGuard(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
             raise TrainingError(
-                f"training loss became {loss.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                f"training loss became {loss.item()} at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step}; "
                 "lower model.optimizer.lr or set trainer.gradient_clip_val (earlier checkpoints are kept)"
             )

@@ -46,7 +46,9 @@ def make_churn_frame(n_rows: int = 5000, seed: int = 0, dirty_fraction: float = 
     tenure = np.clip(rng.exponential(tenure_scale), 0, 72).astype(int)
     internet = rng.choice(INTERNET, n, p=[0.35, 0.44, 0.21])
     streaming = np.where(internet == "No", "No internet service", rng.choice(["Yes", "No"], n))
-    tech_support = np.where(internet == "No", "No internet service", rng.choice(["Yes", "No"], n, p=[0.3, 0.7]))
+    tech_support = np.where(
+        internet == "No", "No internet service", rng.choice(["Yes", "No"], n, p=[0.3, 0.7])
+    )
     paperless = rng.choice(["Yes", "No"], n, p=[0.6, 0.4])
     payment = rng.choice(PAYMENT, n, p=[0.34, 0.23, 0.22, 0.21])
 
@@ -130,4 +132,3 @@ def main(argv: list[str] | None = None) -> None:
     else:
         frame.to_csv(args.output, index=False)
     print(f"wrote {len(frame)} rows to {args.output}")
-

@@ -22,9 +22,20 @@ MISSING_CATEGORY = "__missing__"
 Encoding = Literal["onehot", "embedding"]
 
 
+def _text(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))  # 1.0 and 1 are the same code: a column read as float (it had blanks) or int
+    return value.strip() if isinstance(value, str) else value if pd.isna(value) else str(value)
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """Values as strings that do not depend on the column's dtype (``1.0`` -> ``"1"``); missing stays NaN."""
+    return series.astype(object).map(_text)
+
+
 def categorical_strings(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Categorical columns as plain strings, with missing cells as their own category."""
-    out = frame[columns].astype(object)
+    out = frame[columns].apply(as_text)
     return out.where(out.notna(), MISSING_CATEGORY).astype(str)
 
 
@@ -74,7 +85,11 @@ class TabularPreprocessor:
             values = frame[numeric].to_numpy(dtype=np.float64)
             imputer = SimpleImputer(strategy="median").fit(values)
             scaler = StandardScaler().fit(imputer.transform(values))
-            medians, means, scales = (imputer.statistics_.tolist(), scaler.mean_.tolist(), scaler.scale_.tolist())
+            medians, means, scales = (
+                imputer.statistics_.tolist(),
+                scaler.mean_.tolist(),
+                scaler.scale_.tolist(),
+            )
         categories: list[list[str]] = []
         if categorical:
             encoder = OneHotEncoder(handle_unknown="ignore").fit(categorical_strings(frame, categorical))
@@ -104,9 +119,14 @@ class TabularPreprocessor:
             )
         else:
             encoder = OrdinalEncoder(
-                categories=self.categories, handle_unknown="use_encoded_value", unknown_value=-1, dtype=np.int64
+                categories=self.categories,
+                handle_unknown="use_encoded_value",
+                unknown_value=-1,
+                dtype=np.int64,
             )
-        one_row = pd.DataFrame({col: [cats[0]] for col, cats in zip(self.categorical, self.categories)})
+        one_row = pd.DataFrame(
+            {col: [cats[0]] for col, cats in zip(self.categorical, self.categories, strict=True)}
+        )
         return encoder.fit(one_row)
 
     @property
@@ -127,7 +147,11 @@ class TabularPreprocessor:
         """Names of the columns of the float feature tensor."""
         names = list(self.numeric)
         if self.encoding == "onehot":
-            names += [f"{col}={cat}" for col, cats in zip(self.categorical, self.categories) for cat in cats]
+            names += [
+                f"{col}={cat}"
+                for col, cats in zip(self.categorical, self.categories, strict=True)
+                for cat in cats
+            ]
         return names
 
     def transform(self, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
@@ -135,7 +159,11 @@ class TabularPreprocessor:
         n = len(frame)
         parts = []
         if self._scaler is not None:
-            numbers = frame[self.numeric].astype("float64").fillna(dict(zip(self.numeric, self.medians)))
+            numbers = (
+                frame[self.numeric]
+                .astype("float64")
+                .fillna(dict(zip(self.numeric, self.medians, strict=True)))
+            )
             parts.append(self._scaler.transform(numbers.to_numpy()).astype(np.float32))
         x_cat = np.zeros((n, 0), dtype=np.int64)
         if self._encoder is not None:

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lit_dl.data.batching import TensorBatchDataset, batch_loader
-from lit_dl.data.preprocessing import Encoding, TabularPreprocessor
+from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, as_text
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,9 @@ class TabularDataModule(L.LightningDataModule):
         if task not in ("auto", "classification", "regression"):
             raise DataError(f"data.task must be auto, classification or regression, got {task!r}")
         if categorical_encoding not in ("onehot", "embedding"):
-            raise DataError(f"data.categorical_encoding must be onehot or embedding, got {categorical_encoding!r}")
+            raise DataError(
+                f"data.categorical_encoding must be onehot or embedding, got {categorical_encoding!r}"
+            )
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < float(value) < 1.0:
                 raise DataError(f"data.{name} must be between 0 and 1, got {value}")
@@ -192,7 +194,9 @@ class TabularDataModule(L.LightningDataModule):
     def load_frame(self, path: str | None) -> pd.DataFrame:
         """Read the raw table. Subclasses override this to generate or fetch data."""
         if not path:
-            raise DataError("data.path is not set: point it at a CSV or Parquet file, e.g. data.path=customers.csv")
+            raise DataError(
+                "data.path is not set: point it at a CSV or Parquet file, e.g. data.path=customers.csv"
+            )
         return read_table(path, self.column_names, self.na_values)
 
     def _load_clean(self, path: str | None) -> pd.DataFrame:
@@ -206,7 +210,9 @@ class TabularDataModule(L.LightningDataModule):
         if missing_target.all():
             raise DataError(f"target column {self.target!r} has no values")
         if missing_target.any():
-            log.warning("dropping %d rows without a value in target %r", int(missing_target.sum()), self.target)
+            log.warning(
+                "dropping %d rows without a value in target %r", int(missing_target.sum()), self.target
+            )
             frame = frame.loc[~missing_target].reset_index(drop=True)
         return frame
 
@@ -216,7 +222,8 @@ class TabularDataModule(L.LightningDataModule):
         missing = [c for c in columns + self.drop + self.categorical if c not in frame.columns]
         if missing:
             raise DataError(
-                f"column(s) {', '.join(map(repr, missing))} not found; columns are: {', '.join(frame.columns)}"
+                f"column(s) {', '.join(map(repr, missing))} not found; "
+                f"columns are: {', '.join(frame.columns)}"
             )
         if self.target in columns:
             raise DataError(f"target {self.target!r} is also listed in data.features; remove it there")
@@ -235,7 +242,7 @@ class TabularDataModule(L.LightningDataModule):
         return "classification" if integral and len(np.unique(values)) <= MAX_AUTO_CLASSES else "regression"
 
     def _fit_classes(self, target: pd.Series) -> list[str]:
-        labels = target.astype(str).str.strip()
+        labels = as_text(target)
         classes = [str(c) for c in LabelEncoder().fit(labels).classes_]
         if pd.api.types.is_numeric_dtype(target):
             classes = sorted(classes, key=float)
@@ -246,7 +253,9 @@ class TabularDataModule(L.LightningDataModule):
             )
         if self.positive_label is not None:
             if len(classes) != 2 or str(self.positive_label) not in classes:
-                raise DataError(f"data.positive_label={self.positive_label!r} is not one of the 2 classes {classes}")
+                raise DataError(
+                    f"data.positive_label={self.positive_label!r} is not one of the 2 classes {classes}"
+                )
             classes = [c for c in classes if c != str(self.positive_label)] + [str(self.positive_label)]
         return classes
 
@@ -261,7 +270,7 @@ class TabularDataModule(L.LightningDataModule):
             return torch.from_numpy(scaled.astype(np.float32))
         assert self.classes is not None
         index = {c: i for i, c in enumerate(self.classes)}
-        labels = target.astype(str).str.strip()
+        labels = as_text(target)
         # Some exports (UCI Adult's test file) end labels with a period: ">50K." for ">50K".
         labels = labels.map(lambda v: v if v in index or v.rstrip(".") not in index else v.rstrip("."))
         unknown = sorted(set(labels) - set(index))
@@ -271,8 +280,11 @@ class TabularDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
-        fractions = {"val": self.val_fraction} if self.test_path else {
-            "val": self.val_fraction, "test": self.test_fraction}
+        fractions = (
+            {"val": self.val_fraction}
+            if self.test_path
+            else {"val": self.val_fraction, "test": self.test_fraction}
+        )
         try:
             rest, val = train_test_split(
                 frame, test_size=self.val_fraction, random_state=self.split_seed, stratify=stratify
@@ -281,7 +293,9 @@ class TabularDataModule(L.LightningDataModule):
             if "test" in fractions:
                 share = self.test_fraction / (1.0 - self.val_fraction)
                 strat = stratify.loc[rest.index] if stratify is not None else None
-                rest, test = train_test_split(rest, test_size=share, random_state=self.split_seed, stratify=strat)
+                rest, test = train_test_split(
+                    rest, test_size=share, random_state=self.split_seed, stratify=strat
+                )
                 splits["test"] = test
         except ValueError as err:
             raise DataError(
@@ -312,7 +326,8 @@ class TabularDataModule(L.LightningDataModule):
         self.datasets = {name: self.make_dataset(part) for name, part in splits.items()}
         log.info(
             "data: %s rows train / %s val / %s test, %d features",
-            *(len(self.datasets[s]) for s in ("train", "val", "test")), self.preprocessor.num_features,
+            *(len(self.datasets[s]) for s in ("train", "val", "test")),
+            self.preprocessor.num_features,
         )
 
     def _fit(self, train: pd.DataFrame, columns: list[str]) -> None:
@@ -323,8 +338,11 @@ class TabularDataModule(L.LightningDataModule):
         for col in coerced:
             train[col] = pd.to_numeric(train[col], errors="coerce")
         numeric = [
-            c for c in columns
-            if c not in self.categorical and pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])
+            c
+            for c in columns
+            if c not in self.categorical
+            and pd.api.types.is_numeric_dtype(train[c])
+            and not pd.api.types.is_bool_dtype(train[c])
         ]
         empty = [c for c in numeric if train[c].isna().all()]
         if empty:
@@ -334,7 +352,11 @@ class TabularDataModule(L.LightningDataModule):
         for col in categorical:
             distinct = train[col].nunique()
             if distinct > 100 and distinct > 0.5 * len(train):
-                log.warning("column %r has %d distinct values and looks like an id; add it to data.drop", col, distinct)
+                log.warning(
+                    "column %r has %d distinct values and looks like an id; add it to data.drop",
+                    col,
+                    distinct,
+                )
         self.preprocessor = TabularPreprocessor.fit(train, numeric, categorical, self.categorical_encoding)
         if self.task_type == "regression":
             values = pd.to_numeric(train[self.target], errors="coerce")
@@ -384,8 +406,10 @@ class TabularDataModule(L.LightningDataModule):
         """What a task needs to know about this data to build its network."""
         assert self.preprocessor is not None
         kwargs: dict[str, Any] = {
-            "input_spec": {"in_features": self.preprocessor.num_features,
-                           "cat_cardinalities": self.preprocessor.cardinalities},
+            "input_spec": {
+                "in_features": self.preprocessor.num_features,
+                "cat_cardinalities": self.preprocessor.cardinalities,
+            },
         }
         if self.task_type == "classification":
             kwargs.update(class_names=list(self.classes), class_counts=self.class_counts)
@@ -409,7 +433,8 @@ class TabularDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state or state == self.state_dict():
-            return  # nothing new (e.g. testing the best checkpoint of this very run): keep the prepared splits
+            # Nothing new (e.g. testing the best checkpoint of this very run): keep the prepared splits.
+            return
         self.preprocessor = TabularPreprocessor.from_state_dict(state["preprocessor"])
         self.task_type = state["task_type"]
         self.classes = state["classes"]

@@ -64,7 +64,9 @@ class BaseTask(L.LightningModule):
             return instantiate(self.hparams.net, **spec, out_features=self.output_size(), _convert_="all")
         except Exception as err:  # Hydra wraps the real error; name the config entry
             cause = err.__cause__ or err
-            raise ConfigError(f"cannot build model.net ({self.hparams.net.get('_target_')}): {cause}") from err
+            raise ConfigError(
+                f"cannot build model.net ({self.hparams.net.get('_target_')}): {cause}"
+            ) from err
 
     def configure_metrics(self) -> MetricCollection:
         raise NotImplementedError
@@ -80,7 +82,11 @@ class BaseTask(L.LightningModule):
         scheduler = instantiate(self.hparams.scheduler)(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch"},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.scheduler_monitor,
+                "interval": "epoch",
+            },
         }
 
     # ------------------------------------------------------------ steps
@@ -108,8 +114,15 @@ class BaseTask(L.LightningModule):
         metrics = self.metric_collection(stage)
         metrics.update(self.predictions(output.detach()), self.metric_target(target))
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=len(target), sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(target),
+            sync_dist=not on_step,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(target))
         return loss
 

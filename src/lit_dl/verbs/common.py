@@ -22,13 +22,17 @@ from lit_dl.utils import atomic_write_text, to_plain, write_json
 
 log = logging.getLogger(__name__)
 
+EXAMPLE_MODEL = {"classification": "mlp_classifier", "regression": "mlp_regressor"}
+
 
 def check_required(cfg: DictConfig) -> None:
     """Fail with one line naming every required key (``???``) left unset."""
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     if missing:
         example = missing[0]
-        raise ConfigError(f"required config key(s) not set: {', '.join(missing)} (set them, e.g. {example}=...)")
+        raise ConfigError(
+            f"required config key(s) not set: {', '.join(missing)} (set them, e.g. {example}=...)"
+        )
 
 
 def build(node: Any, key: str, **kwargs: Any) -> Any:
@@ -54,7 +58,9 @@ def task_class(target: str) -> type[BaseTask]:
     except Exception as err:
         raise ConfigError(f"model._target_ {target!r} cannot be imported: {err}") from err
     if not (isinstance(cls, type) and issubclass(cls, BaseTask)):
-        raise ConfigError(f"model._target_ {target!r} is not a lit_dl task (a subclass of lit_dl.tasks.BaseTask)")
+        raise ConfigError(
+            f"model._target_ {target!r} is not a lit_dl task (a subclass of lit_dl.tasks.BaseTask)"
+        )
     return cls
 
 
@@ -65,7 +71,7 @@ def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask:
     if data_type and cls.task_type and data_type != cls.task_type:
         raise ConfigError(
             f"the data is a {data_type} problem but model={cls.__name__} does {cls.task_type}; "
-            f"pick a {data_type} model (e.g. model=mlp_{'regressor' if data_type == 'regression' else 'classifier'}) "
+            f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL[data_type]}) "
             "or set data.task"
         )
     return build(model_cfg, "model", _recursive_=False, **datamodule.task_kwargs())

@@ -15,7 +15,9 @@ from lit_dl.utils import atomic_write_text
 from lit_dl.verbs.common import build, check_required, restore_from_checkpoint
 
 
-def prediction_frame(datamodule: L.LightningDataModule, inputs: pd.DataFrame, outputs: torch.Tensor) -> pd.DataFrame:
+def prediction_frame(
+    datamodule: L.LightningDataModule, inputs: pd.DataFrame, outputs: torch.Tensor
+) -> pd.DataFrame:
     """Id columns of the input, then class probabilities and the predicted label (or the predicted value)."""
     keep = [c for c in getattr(datamodule, "drop", []) if c in inputs.columns]
     frame = inputs[keep].reset_index(drop=True).copy()

@@ -38,8 +38,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_task(cfg.model, datamodule)
 
     loggers = build_loggers(cfg.get("logger"))
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")),
-                               logger=loggers or False)
+    trainer: L.Trainer = build(
+        cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 
@@ -58,6 +59,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         output_dir = cfg.paths.output_dir
         write_run_outputs(output_dir, cfg, metrics)
         test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
-        print_metrics(test_metrics or metrics, "test metrics (best checkpoint)" if test_metrics else "metrics")
+        print_metrics(
+            test_metrics or metrics, "test metrics (best checkpoint)" if test_metrics else "metrics"
+        )
         print(f"output directory: {output_dir}")
     return metrics

@@ -1,0 +1,69 @@
+"""Every shipped config composes, and its components instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from lit_dl.cli import CONFIG_DIR
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str], output_dir: Path, verb: str = "train"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(verb, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)  # ${hydra:runtime.output_dir} exists only inside a Hydra run
+    return cfg
+
+
+def test_configs_ship_inside_the_package() -> None:
+    assert CONFIG_DIR.parent.name == "lit_dl"
+    for name in ("train", "eval", "predict"):
+        assert (CONFIG_DIR / f"{name}.yaml").is_file()
+    top_level = Path(__file__).resolve().parents[1] / "configs"
+    assert top_level.resolve() == CONFIG_DIR.resolve()
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_composes_and_builds(experiment: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    assert OmegaConf.missing_keys(cfg) == set()
+    datamodule = instantiate(cfg.data, _convert_="all")
+    assert datamodule.batch_size > 0
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug", "model"])
+def test_every_group_option_composes(group: str, tmp_path: Path) -> None:
+    for option in options(group):
+        cfg = compose_train([f"{group}={option}"], tmp_path)
+        if group == "trainer":
+            if option == "gpu":
+                continue  # needs a GPU to instantiate
+            trainer = instantiate(cfg.trainer, logger=False)
+            assert trainer.max_epochs == cfg.trainer.max_epochs
+        elif group in ("callbacks", "logger"):
+            for name, node in (cfg.get(group) or {}).items():
+                if name == "wandb":
+                    continue  # W&B starts a service process; covered by test_cli.test_all_loggers_offline
+                assert instantiate(node) is not None
+
+
+def test_default_train_config_is_the_churn_mlp_experiment(tmp_path: Path) -> None:
+    plain = compose_train([], tmp_path)
+    experiment = compose_train(["experiment=churn_mlp"], tmp_path)
+    for key in ("data", "model", "trainer", "callbacks", "seed"):
+        assert plain[key] == experiment[key], key
+
+
+@pytest.mark.parametrize("verb", ["eval", "predict"])
+def test_inference_configs_require_a_checkpoint(verb: str, tmp_path: Path) -> None:
+    cfg = compose_train([], tmp_path, verb=verb)
+    assert "ckpt_path" in OmegaConf.missing_keys(cfg)
