@@ -267,8 +267,14 @@ def test_train_variants_run(overrides: list[str], tmp_path: Path) -> None:
 
 def test_resume_from_last_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "resumed"
-    run_cli("train", *SMALL[:1], "trainer.max_epochs=3", "callbacks.progress_bar=null",
-            f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run_dir}")
+    run_cli(
+        "train",
+        *SMALL[:1],
+        "trainer.max_epochs=3",
+        "callbacks.progress_bar=null",
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={run_dir}",
+    )
     first = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (first["epoch"], resumed["epoch"]) == (1, 2)  # continued where the first run stopped

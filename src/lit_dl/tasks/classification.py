@@ -48,11 +48,12 @@ class ClassificationTask(BaseTask):
         scheduler: dict[str, Any] | None = None,
         scheduler_monitor: str = "val/loss",
         input_spec: dict[str, Any] | None = None,
+        train_metrics: bool = True,
     ) -> None:
         if len(class_names) < 2:
             raise ConfigError(f"a classifier needs at least 2 classes, got {class_names}")
         self.num_classes = len(class_names)
-        super().__init__(net, optimizer, scheduler, scheduler_monitor, input_spec)
+        super().__init__(net, optimizer, scheduler, scheduler_monitor, input_spec, train_metrics)
         weights = self._class_weights(class_weights, class_counts)
         if self.num_classes == 2:
             pos_weight = None if weights is None else weights[1:] / weights[0]

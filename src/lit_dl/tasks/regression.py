@@ -34,10 +34,11 @@ class RegressionTask(BaseTask):
         scheduler: dict[str, Any] | None = None,
         scheduler_monitor: str = "val/loss",
         input_spec: dict[str, Any] | None = None,
+        train_metrics: bool = True,
     ) -> None:
         if loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        super().__init__(net, optimizer, scheduler, scheduler_monitor, input_spec)
+        super().__init__(net, optimizer, scheduler, scheduler_monitor, input_spec, train_metrics)
         self.criterion = LOSSES[loss]()
         self.target_mean = float(target_mean)
         self.target_std = float(target_std)
