@@ -16,9 +16,10 @@ from lit_dl.cli import main
 from lit_dl.data.churn import make_churn_frame
 from lit_dl.nets import TabularMLP
 
+EPOCHS = 3
 SMALL = [
-    "data.n_rows=600",
-    "trainer.max_epochs=2",
+    "data.n_rows=1000",
+    f"trainer.max_epochs={EPOCHS}",
     "callbacks.progress_bar=null",
     "callbacks.model_summary=null",
 ]
@@ -270,12 +271,12 @@ def test_resume_from_last_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     run_cli(
         "train",
         *SMALL[:1],
-        "trainer.max_epochs=3",
+        f"trainer.max_epochs={EPOCHS + 1}",
         "callbacks.progress_bar=null",
         f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
         f"hydra.run.dir={run_dir}",
     )
     first = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert (first["epoch"], resumed["epoch"]) == (1, 2)  # continued where the first run stopped
-    assert resumed["global_step"] == first["global_step"] * 3 // 2
+    assert (first["epoch"], resumed["epoch"]) == (EPOCHS - 1, EPOCHS)  # continued where the first run stopped
+    assert resumed["global_step"] == first["global_step"] * (EPOCHS + 1) // EPOCHS

@@ -95,7 +95,7 @@ def _explain_compose_error(err: Exception, verb: str) -> str:
     return _one_line(message + (f" ({cause})" if cause else ""))
 
 
-def _type_errors(cfg: DictConfig, reference: DictConfig, overrides: list[Any]) -> None:
+def _type_errors(reference: DictConfig, overrides: list[Any]) -> None:
     """A string given for a key whose default is a number or a boolean is a typo (``max_epochs=ten``)."""
     for override in overrides:
         key = override.key_or_group
@@ -119,7 +119,7 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
         return  # a multirun sweep: Hydra checks each job itself
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=verb):
         try:
-            cfg = compose(config_name, overrides=overrides)
+            compose(config_name, overrides=overrides)
         except Exception as err:
             raise ConfigError(_explain_compose_error(err, verb)) from None
         # Text given for a value (not a config-group choice such as data=tabular): compare with the default.
@@ -138,7 +138,7 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
                 )
             except Exception:
                 return  # the default cannot be composed alone; Hydra and the verb check the rest
-            _type_errors(cfg, reference, text_values)
+            _type_errors(reference, text_values)
 
 
 def _discard_failed_run(output_dir: Path, before: set[str]) -> None:
@@ -166,6 +166,19 @@ def run_verb(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         _discard_failed_run(output_dir, before)
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Exception as err:
+        # Anything else (a bad value a library rejected deep down, or a bug of ours) still gets one
+        # line; HYDRA_FULL_ERROR=1 shows the whole traceback, as with any Hydra application.
+        _discard_failed_run(output_dir, before)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        print(
+            f"error: {type(err).__name__}: {first} (HYDRA_FULL_ERROR=1 shows the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
 
 
 def _silence_known_warnings() -> None:
@@ -203,6 +216,9 @@ def main(argv: list[str] | None = None) -> Any:
         print(USAGE)
         return None
     verb, overrides = args[0], args[1:]
+    if verb in ("eval", "predict"):
+        # The data config comes from the checkpoint; data.KEY=VALUE changes one of its keys.
+        overrides = [f"++{o}" if o.startswith("data.") else o for o in overrides]
     if verb not in VERBS:
         print(
             f"error: unknown verb {verb!r}; choose one of {', '.join(VERBS)} (lit-dl --help)", file=sys.stderr

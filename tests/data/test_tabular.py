@@ -340,8 +340,8 @@ def test_question_mark_cells_are_missing(messy_frame, write_table):
     assert MISSING_CATEGORY in prep.categories[prep.categorical.index("partner")]
     for ds in dm.datasets.values():
         assert torch.isfinite(ds.tensors[0]).all()
-    dataset, raw = dm.load_inputs(str(write_table(frame, "questions_again.csv")))
-    assert raw.loc[[0, 1, 2, 3], "age"].isna().all()
+    dataset, ids = dm.load_inputs(str(write_table(frame, "questions_again.csv")))
+    assert list(ids.columns) == ["customer_id"]  # only the id (drop) columns come back
     j = prep.numeric.index("age")
     imputed = (prep.medians[j] - prep.means[j]) / prep.scales[j]
     torch.testing.assert_close(dataset.tensors[0][:4, j], torch.full((4,), imputed, dtype=torch.float32))
@@ -429,13 +429,13 @@ def new_customers(frame: pd.DataFrame) -> pd.DataFrame:
 def test_load_inputs_with_unseen_category_and_missing_values(messy_csv, messy_frame, write_table):
     dm = prepared(messy_csv)
     prep = dm.preprocessor
-    dataset, raw = dm.load_inputs(str(write_table(new_customers(messy_frame), "new.csv")))
+    dataset, ids = dm.load_inputs(str(write_table(new_customers(messy_frame), "new.csv")))
     assert len(dataset.tensors) == 2  # no target
     x_num, x_cat = dataset.tensors
     assert x_num.shape == (3, prep.num_features)
     assert x_cat.shape == (3, 0)
     assert torch.isfinite(x_num).all()
-    assert raw["customer_id"].tolist() == ["NEW-1", "NEW-2", "NEW-3"]
+    assert ids["customer_id"].tolist() == ["NEW-1", "NEW-2", "NEW-3"]
 
     names = prep.feature_names
     contract_cols = [k for k, n in enumerate(names) if n.startswith("contract=")]

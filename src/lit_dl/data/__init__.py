@@ -2,14 +2,26 @@
 
 from lit_dl.data.batching import TensorBatchDataset, batch_loader
 from lit_dl.data.churn_datamodule import ChurnDataModule
+from lit_dl.data.images import (
+    DigitsDataModule,
+    ImageDataModule,
+    ImageFolderDataModule,
+    InMemoryImageDataset,
+    TorchvisionDataModule,
+)
 from lit_dl.data.preprocessing import TabularPreprocessor
 from lit_dl.data.tabular import TabularDataModule, read_table
 
 __all__ = [
     "ChurnDataModule",
+    "DigitsDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "InMemoryImageDataset",
     "TabularDataModule",
     "TabularPreprocessor",
     "TensorBatchDataset",
+    "TorchvisionDataModule",
     "batch_loader",
     "read_table",
 ]

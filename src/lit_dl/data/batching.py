@@ -44,8 +44,14 @@ def _already_batched(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return batch
 
 
+def train_loader(dataset: Dataset, batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
+    """Shuffled training batches. A last batch of a single row is dropped: batch norm cannot train on it."""
+    drop_last = len(dataset) > batch_size and len(dataset) % batch_size == 1
+    return batch_loader(dataset, batch_size, shuffle=True, drop_last=drop_last, generator=generator)
+
+
 def batch_loader(
-    dataset: TensorBatchDataset,
+    dataset: Dataset,
     batch_size: int,
     shuffle: bool,
     drop_last: bool = False,

@@ -17,7 +17,7 @@ from sklearn.preprocessing import LabelEncoder
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lit_dl.data.batching import TensorBatchDataset, batch_loader
+from lit_dl.data.batching import TensorBatchDataset, batch_loader, train_loader
 from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, as_text
 from lit_dl.errors import DataError
 
@@ -29,6 +29,22 @@ DEFAULT_NA_VALUES = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 NUMERIC_TEXT_SHARE = 0.95
 # A numeric target with at most this many distinct integer values is taken as class labels.
 MAX_AUTO_CLASSES = 20
+
+
+def as_list(name: str, value: Any) -> list[str]:
+    """A list-valued setting: a single name becomes ``[name]``; anything else but a list is an error."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence):
+        return [str(v) for v in value]
+    raise DataError(f"data.{name} must be a list of column names like [a,b], got {value!r}")
+
+
+def absolute(path: str | None) -> str | None:
+    """Paths are kept absolute, so a checkpoint's data config works from any directory."""
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
 def read_table(
@@ -58,6 +74,7 @@ def read_table(
                 header=None if column_names else "infer",
                 names=list(column_names) if column_names else None,
                 na_values=list(na_values),
+                encoding="utf-8-sig",  # also plain UTF-8; drops the byte-order mark Excel writes
                 keep_default_na=True,
                 skipinitialspace=True,
                 skip_blank_lines=True,
@@ -83,6 +100,21 @@ def clean_frame(frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUE
     return frame
 
 
+def parse_numbers(series: pd.Series) -> pd.Series:
+    """Numbers from text cells; cells that are not numbers become NaN.
+
+    Decimal commas ("29,85", common in ``;``-separated European exports) are read as
+    decimal points when no cell of the column uses a point.
+    """
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    text = series.astype(object).where(series.notna())
+    present = text.dropna().astype(str)
+    if len(present) and not present.str.contains(".", regex=False).any():
+        text = text.map(lambda v: v.replace(",", ".") if isinstance(v, str) else v)
+    return pd.to_numeric(text, errors="coerce")
+
+
 def numeric_text_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """Columns stored as text whose non-missing cells are (nearly all) numbers."""
     found = []
@@ -93,10 +125,21 @@ def numeric_text_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[st
         present = series.dropna()
         if present.empty:
             continue
-        parsed = pd.to_numeric(present, errors="coerce")
-        if parsed.notna().mean() >= NUMERIC_TEXT_SHARE:
+        if parse_numbers(present).notna().mean() >= NUMERIC_TEXT_SHARE:
             found.append(col)
     return found
+
+
+def looks_like_id(series: pd.Series, categorical: bool) -> bool:
+    """Text with a distinct value in (nearly) every row, or whole numbers all distinct: an identifier."""
+    present = series.dropna()
+    if len(present) < 50:
+        return False
+    distinct = present.nunique()
+    if categorical:
+        return distinct > 0.5 * len(present) and distinct > 100
+    values = present.to_numpy(dtype=np.float64)
+    return distinct == len(present) and bool(np.all(np.mod(values, 1) == 0))
 
 
 class TabularDataModule(L.LightningDataModule):
@@ -164,13 +207,17 @@ class TabularDataModule(L.LightningDataModule):
             raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
         if not target:
             raise DataError("data.target is not set: name the column to predict, e.g. data.target=churn")
+        features = as_list("features", features) or None
+        drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
+        column_names = as_list("column_names", column_names) or None
+        path, test_path = absolute(path), absolute(test_path)
         self.save_hyperparameters()
         self.path = path
         self.target = str(target)
-        self.features = list(features) if features else None
-        self.drop = list(drop or [])
-        self.categorical = list(categorical or [])
-        self.column_names = list(column_names) if column_names else None
+        self.features = features
+        self.drop = drop
+        self.categorical = categorical
+        self.column_names = column_names
         self.na_values = list(na_values)
         self.task = task
         self.positive_label = positive_label
@@ -188,6 +235,7 @@ class TabularDataModule(L.LightningDataModule):
         self.target_mean = 0.0
         self.target_std = 1.0
         self.class_counts: list[int] | None = None
+        self.source_rows: int | None = None  # labelled rows of `path` when the preprocessing was fitted
         self.datasets: dict[str, TensorBatchDataset] = {}
 
     # ------------------------------------------------------------------ loading
@@ -311,7 +359,16 @@ class TabularDataModule(L.LightningDataModule):
         frame = self._load_clean(self.path)
         columns = self.feature_columns(frame)
         fitted = self.preprocessor is not None
+        if fitted and self.source_rows is not None and len(frame) != self.source_rows:
+            log.warning(
+                "%s now has %d labelled rows, %d when the model was trained: its validation and test "
+                "splits are not the ones of the training run",
+                self.path,
+                len(frame),
+                self.source_rows,
+            )
         if not fitted:
+            self.source_rows = len(frame)
             self.task_type = self._resolve_task(frame[self.target])
             if self.task_type == "classification":
                 self.classes = self._fit_classes(frame[self.target])
@@ -336,7 +393,7 @@ class TabularDataModule(L.LightningDataModule):
         if coerced:
             log.info("reading text column(s) as numbers: %s", ", ".join(coerced))
         for col in coerced:
-            train[col] = pd.to_numeric(train[col], errors="coerce")
+            train[col] = parse_numbers(train[col])
         numeric = [
             c
             for c in columns
@@ -349,13 +406,11 @@ class TabularDataModule(L.LightningDataModule):
             log.warning("ignoring column(s) with no numbers in the training split: %s", ", ".join(empty))
             numeric = [c for c in numeric if c not in empty]
         categorical = [c for c in columns if c not in numeric and c not in empty]
-        for col in categorical:
-            distinct = train[col].nunique()
-            if distinct > 100 and distinct > 0.5 * len(train):
+        for col in columns:
+            if col not in empty and looks_like_id(train[col], categorical=col in categorical):
                 log.warning(
-                    "column %r has %d distinct values and looks like an id; add it to data.drop",
+                    "column %r looks like an id (a distinct value in almost every row); add it to data.drop",
                     col,
-                    distinct,
                 )
         self.preprocessor = TabularPreprocessor.fit(train, numeric, categorical, self.categorical_encoding)
         if self.task_type == "regression":
@@ -375,8 +430,7 @@ class TabularDataModule(L.LightningDataModule):
             raise DataError(f"input lacks feature column(s) used in training: {', '.join(missing)}")
         frame = frame.copy()
         for col in prep.numeric:
-            if not pd.api.types.is_numeric_dtype(frame[col]):
-                frame[col] = pd.to_numeric(frame[col], errors="coerce")
+            frame[col] = parse_numbers(frame[col])
         return prep.transform(frame)
 
     def make_dataset(self, frame: pd.DataFrame) -> TensorBatchDataset:
@@ -385,15 +439,21 @@ class TabularDataModule(L.LightningDataModule):
         return TensorBatchDataset(x_num, x_cat, self.encode_target(frame[self.target]))
 
     def load_inputs(self, path: str) -> tuple[TensorBatchDataset, pd.DataFrame]:
-        """Unlabelled rows for prediction: ``(dataset of (x_num, x_cat), raw frame)``."""
+        """Unlabelled rows for prediction: ``(dataset of (x_num, x_cat), their id columns)``.
+
+        The id columns are the ``drop`` columns present in the file, passed through to the output.
+        """
+        if not Path(path).is_file():
+            raise DataError(f"input file not found: {path} (check input)")
         frame = clean_frame(read_table(path, self.column_names, self.na_values), self.na_values)
         x_num, x_cat = self.transform_features(frame)
-        return TensorBatchDataset(x_num, x_cat), frame
+        ids = frame[[c for c in self.drop if c in frame.columns]].reset_index(drop=True)
+        return TensorBatchDataset(x_num, x_cat), ids
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return batch_loader(self.datasets["train"], self.batch_size, shuffle=True, generator=generator)
+        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
@@ -429,6 +489,7 @@ class TabularDataModule(L.LightningDataModule):
             "class_counts": self.class_counts,
             "target_mean": self.target_mean,
             "target_std": self.target_std,
+            "source_rows": self.source_rows,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -441,4 +502,5 @@ class TabularDataModule(L.LightningDataModule):
         self.class_counts = state["class_counts"]
         self.target_mean = state["target_mean"]
         self.target_std = state["target_std"]
+        self.source_rows = state.get("source_rows")
         self.datasets = {}

@@ -34,6 +34,10 @@ class BaseTask(L.LightningModule):
         input_spec: input sizes from the datamodule (e.g. ``in_features``).
         train_metrics: also compute metrics on training batches (costs ~0.5 ms a step;
             turn off for the last bit of speed with very small models).
+        channels_last: keep image batches and conv weights in channels-last memory
+            format (faster convolutions on recent GPUs with mixed precision).
+        compile: run the network through ``torch.compile`` (the checkpoint still holds
+            the plain network's weights).
     """
 
     task_type: ClassVar[str] = ""
@@ -46,12 +50,19 @@ class BaseTask(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         input_spec: dict[str, Any] | None = None,
         train_metrics: bool = True,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         for key, value in list(self.hparams.items()):
             self.hparams[key] = to_plain(value)
         self.net = self.configure_net()
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # The compiled wrapper is kept out of the module tree (object.__setattr__), so state_dict
+        # keys stay those of the plain network and checkpoints load with or without compile.
+        object.__setattr__(self, "_run_net", torch.compile(self.net) if compile else self.net)
         metrics = self.configure_metrics()
         train_subset = self.train_metric_subset(metrics) if train_metrics else MetricCollection({})
         self.train_metrics = train_subset.clone(prefix="train/")
@@ -95,7 +106,11 @@ class BaseTask(L.LightningModule):
 
     # ------------------------------------------------------------ steps
     def forward(self, *inputs: Tensor) -> Tensor:
-        return self.net(*inputs)
+        if self.hparams.channels_last:
+            inputs = tuple(
+                x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs
+            )
+        return self._run_net(*inputs)
 
     def compute_loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -111,13 +126,15 @@ class BaseTask(L.LightningModule):
     def metric_collection(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
-    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
+    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
+        """Loss and predictions of one labelled batch; updates and logs the stage's metrics."""
         *inputs, target = batch
         output = self(*inputs)
         loss = self.compute_loss(output, target)
+        predictions = self.predictions(output.detach())
         metrics = self.metric_collection(stage)
         if len(metrics):
-            metrics.update(self.predictions(output.detach()), self.metric_target(target))
+            metrics.update(predictions, self.metric_target(target))
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",
@@ -130,21 +147,26 @@ class BaseTask(L.LightningModule):
         )
         if len(metrics):
             self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(target))
-        return loss
+        return loss, predictions
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        return self.shared_step(batch, "train")
+        return self.shared_step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self.shared_step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self.shared_step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        loss, predictions = self.shared_step(batch, "test")
+        return {"loss": loss, "predictions": predictions}  # for callbacks such as the plots
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """Predictions for an unlabelled batch (every tensor of it is an input)."""
+        """Outputs for an unlabelled batch (every tensor of it is an input), see :meth:`predict_output`."""
         inputs = tuple(batch) if isinstance(batch, tuple | list) else (batch,)
-        return self.predictions(self(*inputs))
+        return self.predict_output(self(*inputs))
+
+    def predict_output(self, output: Tensor) -> Tensor:
+        """What ``lit-dl predict`` writes for a batch of network outputs."""
+        return self.predictions(output)
 
     # ------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

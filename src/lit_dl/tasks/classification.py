@@ -45,15 +45,12 @@ class ClassificationTask(BaseTask):
         class_counts: list[int] | None = None,
         class_weights: str | list[float] | None = None,
         label_smoothing: float = 0.0,
-        scheduler: dict[str, Any] | None = None,
-        scheduler_monitor: str = "val/loss",
-        input_spec: dict[str, Any] | None = None,
-        train_metrics: bool = True,
+        **kwargs: Any,
     ) -> None:
         if len(class_names) < 2:
             raise ConfigError(f"a classifier needs at least 2 classes, got {class_names}")
         self.num_classes = len(class_names)
-        super().__init__(net, optimizer, scheduler, scheduler_monitor, input_spec, train_metrics)
+        super().__init__(net, optimizer, **kwargs)
         weights = self._class_weights(class_weights, class_counts)
         if self.num_classes == 2:
             pos_weight = None if weights is None else weights[1:] / weights[0]
@@ -103,10 +100,9 @@ class ClassificationTask(BaseTask):
             return self.criterion(output.squeeze(-1), target.to(output.dtype))
         return self.criterion(output, target)
 
-    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """Class probabilities ``(B, K)`` for an unlabelled batch."""
-        inputs = tuple(batch) if isinstance(batch, tuple | list) else (batch,)
-        return softmax_or_sigmoid(self(*inputs))
+    def predict_output(self, output: Tensor) -> Tensor:
+        """Class probabilities ``(B, K)``, also for binary problems."""
+        return softmax_or_sigmoid(output)
 
     def predictions(self, output: Tensor) -> Tensor:
         probs = softmax_or_sigmoid(output)

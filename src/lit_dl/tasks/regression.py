@@ -31,14 +31,11 @@ class RegressionTask(BaseTask):
         target_mean: float = 0.0,
         target_std: float = 1.0,
         loss: str = "mse",
-        scheduler: dict[str, Any] | None = None,
-        scheduler_monitor: str = "val/loss",
-        input_spec: dict[str, Any] | None = None,
-        train_metrics: bool = True,
+        **kwargs: Any,
     ) -> None:
         if loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        super().__init__(net, optimizer, scheduler, scheduler_monitor, input_spec, train_metrics)
+        super().__init__(net, optimizer, **kwargs)
         self.criterion = LOSSES[loss]()
         self.target_mean = float(target_mean)
         self.target_std = float(target_std)

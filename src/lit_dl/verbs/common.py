@@ -88,6 +88,10 @@ def build_loggers(cfg: DictConfig | None) -> list[Any]:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a lit_dl checkpoint (plain data only: ``weights_only=True``)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"ckpt_path is a folder: {path} (point it at a file, e.g. checkpoints/best.ckpt)"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (check ckpt_path)")
     try:

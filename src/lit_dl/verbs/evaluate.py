@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
     build,
+    build_callbacks,
     build_loggers,
     check_required,
     print_metrics,
@@ -22,7 +23,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_required(cfg)
     L.seed_everything(cfg.seed, workers=True)
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path, to_plain(cfg.get("data") or {}))
-    trainer: L.Trainer = build(cfg.trainer, "trainer", logger=build_loggers(cfg.get("logger")) or False)
+    trainer: L.Trainer = build(
+        cfg.trainer,
+        "trainer",
+        logger=build_loggers(cfg.get("logger")) or False,
+        callbacks=build_callbacks(cfg.get("callbacks")),
+    )
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lit_dl.data.batching import batch_loader
 from lit_dl.errors import ConfigError
@@ -16,11 +16,10 @@ from lit_dl.verbs.common import build, check_required, restore_from_checkpoint
 
 
 def prediction_frame(
-    datamodule: L.LightningDataModule, inputs: pd.DataFrame, outputs: torch.Tensor
+    datamodule: L.LightningDataModule, ids: pd.DataFrame, outputs: torch.Tensor
 ) -> pd.DataFrame:
-    """Id columns of the input, then class probabilities and the predicted label (or the predicted value)."""
-    keep = [c for c in getattr(datamodule, "drop", []) if c in inputs.columns]
-    frame = inputs[keep].reset_index(drop=True).copy()
+    """The inputs' id columns, then class probabilities and the predicted label (or the predicted value)."""
+    frame = ids.reset_index(drop=True).copy()
     if datamodule.task_type == "classification":
         classes = list(datamodule.classes)
         for i, name in enumerate(classes):
@@ -31,33 +30,35 @@ def prediction_frame(
     return frame
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
     """Write ``.csv`` or ``.parquet`` so a reader never sees a half-written file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         tmp = path.with_name(f".{path.name}.tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(tmp, index=False)
         tmp.replace(path)
-    elif suffix in (".csv", ".txt", ""):
-        atomic_write_text(path, frame.to_csv(index=False))
     else:
-        raise ConfigError(f"output must end in .csv or .parquet, got {path}")
+        atomic_write_text(path, frame.to_csv(index=False))
 
 
 def predict(cfg: DictConfig) -> Path:
     """Predict every row of ``cfg.input`` and write ``cfg.output``; return the output path."""
     check_required(cfg)
     output = Path(cfg.output)
-    if output.suffix.lower() not in (".csv", ".parquet", ".txt", ""):
+    if output.suffix.lower() not in TABLE_SUFFIXES:
         raise ConfigError(f"output must end in .csv or .parquet, got {output}")
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size}")
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path)
-    dataset, inputs = datamodule.load_inputs(cfg.input)
+    dataset, ids = datamodule.load_inputs(cfg.input)
     trainer: L.Trainer = build(cfg.trainer, "trainer")
     batches = trainer.predict(model, dataloaders=batch_loader(dataset, int(cfg.batch_size), shuffle=False))
     outputs = torch.cat([b.float().cpu() for b in batches])
     if trainer.is_global_zero:
-        write_table(prediction_frame(datamodule, inputs, outputs), output)
-        print(f"wrote {len(inputs)} predictions to {output}")
+        write_table(prediction_frame(datamodule, ids, outputs), output)
+        atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        print(f"wrote {len(ids)} predictions to {output}")
     return output

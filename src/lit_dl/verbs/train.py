@@ -47,11 +47,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = scalar_metrics(trainer.callback_metrics)
 
+    # Validate and test the best checkpoint, so every number in metrics.json describes one model.
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best:
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics = scalar_metrics(trainer.callback_metrics)
+    else:
+        log.warning("no best checkpoint (checkpointing off?): the metrics are those of the last weights")
     if cfg.get("test", True):
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        if not best:
-            log.warning("no best checkpoint (checkpointing off?): testing the weights as they are")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 

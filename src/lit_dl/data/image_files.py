@@ -1,0 +1,92 @@
+"""Reading image data sets from files already on disk.
+
+torchvision downloads MNIST, Fashion-MNIST and CIFAR-10, but its readers only
+accept its own folder layout, uncompressed IDX files, and (for CIFAR-10) files whose
+MD5 matches the official release. Users often have the files elsewhere: Debian's
+``dataset-fashion-mnist`` package, a shared folder of the ``.gz`` files as
+shipped, a subset written by a test. The two formats are small and fixed, so we
+read them here (IDX: a magic number, the dimensions, the bytes; CIFAR-10: pickled
+dicts) from either layout, compressed or not.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from lit_dl.errors import DataError
+
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+}
+
+
+def find_file(folders: Sequence[Path], name: str) -> Path | None:
+    """First of ``name`` or ``name.gz`` in ``folders``."""
+    for folder in folders:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format), optionally gzip-compressed, as a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+        zero, dtype_code, ndim = data[0:2], data[2], data[3]
+        if zero != b"\x00\x00" or dtype_code not in IDX_DTYPES:
+            raise ValueError("not an IDX file (bad magic number)")
+        shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        array = np.frombuffer(data, dtype=IDX_DTYPES[dtype_code], offset=4 + 4 * ndim)
+        return array.reshape(shape)
+    except (OSError, ValueError, IndexError, struct.error, EOFError) as err:
+        raise DataError(f"cannot read IDX file {path}: {err}") from err
+
+
+def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 python batch files -> images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)``."""
+    images, labels = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                batch = pickle.load(handle, encoding="latin1")  # the official format is a pickled dict
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch["labels"], dtype=np.int64))
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+            raise DataError(f"cannot read CIFAR-10 batch file {path}: {err}") from err
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_image(path: Path, size: tuple[int, int] | None, channels: int) -> Tensor:
+    """Decode one image file to a uint8 tensor ``(C, H, W)``, resized to ``size`` (H, W) if given.
+
+    Raises :class:`DataError` naming the file when it cannot be decoded.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(
+            f"cannot read image {path}: {str(err).splitlines()[0]} (set data.skip_bad_files=true "
+            "to skip unreadable files)"
+        ) from err
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)

@@ -1,0 +1,467 @@
+"""Image classification data: scikit-learn digits, MNIST, Fashion-MNIST, CIFAR-10, a folder of images.
+
+All share one interface: batches ``(image, label)`` with images ``(B, C, H, W)``
+float, normalised per channel with statistics of the training split, and labels
+``(B,)``. Images are held in memory as uint8 (Fashion-MNIST: 47 MB) and served a
+whole batch at a time; augmentation, a list of ``torchvision.transforms.v2``
+entries, is applied to training images only, image by image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from lit_dl.data.batching import batch_loader, train_loader
+from lit_dl.data.image_files import find_file, load_image, read_cifar_batches, read_idx
+from lit_dl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+Arrays = tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
+
+
+class InMemoryImageDataset(Dataset):
+    """uint8 images in memory, normalised (and optionally augmented) when a batch is taken."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor | None,
+        mean: Tensor,
+        std: Tensor,
+        transform: v2.Transform | None = None,
+    ) -> None:
+        self.images = images
+        self.labels = labels
+        self.mean = mean.view(-1, 1, 1)
+        self.std = std.view(-1, 1, 1)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        if self.transform is not None:
+            images = torch.stack([self.transform(image) for image in images])
+        floats = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return (floats - self.mean) / self.std
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([index]))
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self._prepare(self.images[index])
+        return (images,) if self.labels is None else (images, self.labels[index])
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base of the image datamodules: splits, normalisation, augmentation, loaders, checkpoint state.
+
+    Subclasses implement :meth:`load_arrays`, returning ``{"train": ..., "test": ...}``
+    (an official test split) or ``{"all": ...}`` (carved into train/val/test here).
+
+    Args:
+        batch_size: images per batch.
+        val_fraction: share of the training images held out for validation.
+        test_fraction: share of all images used for testing when there is no official test split.
+        split_seed: seed of the stratified split.
+        augment: ``torchvision.transforms.v2`` entries (``_target_`` dicts) applied to training
+            images, given as uint8 tensors ``(C, H, W)``, e.g. RandomCrop, RandomHorizontalFlip.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.15,
+        split_seed: int = 42,
+        augment: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1:
+            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < float(value) < 1.0:
+                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        self.save_hyperparameters()
+        self.batch_size = int(batch_size)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.augment = list(augment or [])
+        # Fitted state (restored from a checkpoint by load_state_dict).
+        self.task_type = "classification"
+        self.classes: list[str] | None = None
+        self.mean: list[float] | None = None
+        self.std: list[float] | None = None
+        self.image_shape: list[int] | None = None
+        self.class_counts: list[int] | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------ to implement
+    def load_arrays(self) -> dict[str, Arrays]:
+        raise NotImplementedError
+
+    def class_names(self, num_classes: int) -> list[str]:
+        return [str(i) for i in range(num_classes)]
+
+    # ------------------------------------------------------------ setup
+    def _split(self, images: Tensor, labels: Tensor, fraction: float) -> tuple[Arrays, Arrays]:
+        index = np.arange(len(labels))
+        try:
+            keep, held = train_test_split(
+                index, test_size=fraction, random_state=self.split_seed, stratify=labels.numpy()
+            )
+        except ValueError as err:
+            raise DataError(f"cannot split {len(labels)} images stratified by class: {err}") from err
+        keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+        return (images[keep], labels[keep]), (images[held], labels[held])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        arrays = self.load_arrays()
+        if "all" in arrays:
+            rest, test = self._split(*arrays["all"], self.test_fraction)
+        else:
+            rest, test = arrays["train"], arrays["test"]
+        train, val = self._split(*rest, self.val_fraction)
+        if self.mean is None:
+            self._fit(*train)
+        elif list(train[0].shape[1:]) != self.image_shape:
+            raise DataError(
+                f"images are {list(train[0].shape[1:])}, the checkpoint expects {self.image_shape}"
+            )
+        augment = v2.Compose([instantiate(t) for t in self.augment]) if self.augment else None
+        self.datasets = {
+            "train": self._dataset(*train, transform=augment),
+            "val": self._dataset(*val),
+            "test": self._dataset(*test),
+        }
+        log.info(
+            "data: %d train / %d val / %d test images of shape %s, %d classes",
+            len(train[1]),
+            len(val[1]),
+            len(test[1]),
+            self.image_shape,
+            len(self.classes),
+        )
+
+    def _fit(self, images: Tensor, labels: Tensor) -> None:
+        floats = images.float() / 255.0
+        self.mean = floats.mean(dim=(0, 2, 3)).tolist()
+        self.std = floats.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        self.image_shape = list(images.shape[1:])
+        num_classes = int(labels.max()) + 1
+        self.classes = self.class_names(num_classes)
+        self.class_counts = torch.bincount(labels, minlength=num_classes).tolist()
+
+    def _dataset(
+        self, images: Tensor, labels: Tensor | None, transform: v2.Transform | None = None
+    ) -> Dataset:
+        return InMemoryImageDataset(
+            images, labels, torch.tensor(self.mean), torch.tensor(self.std), transform
+        )
+
+    # ------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
+
+    # ------------------------------------------------------------ prediction
+    def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
+        """An image file or a folder of images (recursively) -> ``(dataset, frame of file names)``."""
+        assert self.image_shape is not None, "setup() or load_state_dict() first"
+        root = Path(path)
+        if not root.exists():
+            raise DataError(f"input not found: {root}")
+        files = (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        )
+        if not files:
+            raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        channels, height, width = self.image_shape
+        images = torch.stack([load_image(f, (height, width), channels) for f in files])
+        return self._dataset(images, None), pd.DataFrame({"file": [str(f) for f in files]})
+
+    # ------------------------------------------------------------ task wiring and state
+    def task_kwargs(self) -> dict[str, Any]:
+        assert self.image_shape is not None
+        return {
+            "input_spec": {"in_channels": self.image_shape[0], "image_size": self.image_shape[1:]},
+            "class_names": list(self.classes),
+            "class_counts": self.class_counts,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.mean is None:
+            return {}
+        return {
+            "classes": self.classes,
+            "mean": self.mean,
+            "std": self.std,
+            "image_shape": self.image_shape,
+            "class_counts": self.class_counts,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or state == self.state_dict():
+            return
+        self.classes, self.mean, self.std = state["classes"], state["mean"], state["std"]
+        self.image_shape, self.class_counts = state["image_shape"], state["class_counts"]
+        self.datasets = {}
+
+
+def to_arrays(images: np.ndarray, labels: np.ndarray) -> Arrays:
+    """numpy images ``(N, H, W)`` or ``(N, C, H, W)`` and labels -> uint8 / int64 tensors ``(N, C, H, W)``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+    return tensor, torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes): no download."""
+
+    def load_arrays(self) -> dict[str, Arrays]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255)  # pixel values 0..16 -> 0..255
+        return {"all": to_arrays(images, digits.target)}
+
+
+TORCHVISION_SETS: dict[str, dict[str, Any]] = {
+    "mnist": {"class": "MNIST", "folder": "MNIST", "format": "idx", "classes": [str(i) for i in range(10)]},
+    "fashion_mnist": {
+        "class": "FashionMNIST",
+        "folder": "FashionMNIST",
+        "format": "idx",
+        "classes": [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ],
+    },
+    "cifar10": {
+        "class": "CIFAR10",
+        "folder": "cifar-10-batches-py",
+        "format": "cifar",
+        "classes": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    },
+}
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+class TorchvisionDataModule(ImageDataModule):
+    """MNIST, Fashion-MNIST or CIFAR-10, from ``root`` or downloaded there by torchvision.
+
+    The files are looked for in ``root`` itself (the ``.gz`` IDX files as shipped, or
+    CIFAR-10's batch files) and in torchvision's layout under it
+    (``root/FashionMNIST/raw/``, ``root/cifar-10-batches-py/``). When they are not
+    there and ``download`` is true, torchvision downloads them into ``root``.
+
+    Args:
+        dataset: ``mnist``, ``fashion_mnist`` or ``cifar10``.
+        root: folder of the files.
+        download: download when the files are missing.
+        binarize: threshold pixels at 0.5 (binarised MNIST for likelihood models).
+        **kwargs: see :class:`ImageDataModule`.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        root: str = "data",
+        download: bool = True,
+        binarize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if dataset not in TORCHVISION_SETS:
+            raise DataError(f"data.dataset must be one of {', '.join(TORCHVISION_SETS)}, got {dataset!r}")
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.root = Path(root)
+        self.download = bool(download)
+        self.binarize = bool(binarize)
+        self.spec = TORCHVISION_SETS[dataset]
+
+    def class_names(self, num_classes: int) -> list[str]:
+        return list(self.spec["classes"][:num_classes])
+
+    def _folders(self) -> list[Path]:
+        return [self.root, self.root / self.spec["folder"], self.root / self.spec["folder"] / "raw"]
+
+    def _local_files(self) -> dict[str, list[Path]] | None:
+        names = IDX_FILES if self.spec["format"] == "idx" else CIFAR_FILES
+        found = {split: [find_file(self._folders(), n) for n in files] for split, files in names.items()}
+        return None if any(p is None for paths in found.values() for p in paths) else found  # type: ignore[misc]
+
+    def prepare_data(self) -> None:
+        if self._local_files() is not None:
+            return
+        expected = ", ".join(
+            n
+            for files in (IDX_FILES if self.spec["format"] == "idx" else CIFAR_FILES).values()
+            for n in files
+        )
+        if not self.download:
+            raise DataError(
+                f"{self.dataset} files not found in {self.root} (expected {expected}); "
+                "set data.root to their folder, or data.download=true"
+            )
+        import torchvision.datasets
+
+        dataset_class = getattr(torchvision.datasets, self.spec["class"])
+        try:
+            for train in (True, False):
+                dataset_class(str(self.root), train=train, download=True)
+        except Exception as err:
+            raise DataError(
+                f"could not download {self.dataset} into {self.root} ({str(err).splitlines()[0]}); "
+                f"without a network, put the files ({expected}) in data.root"
+            ) from err
+
+    def load_arrays(self) -> dict[str, Arrays]:
+        files = self._local_files()
+        if files is None:
+            self.prepare_data()
+            files = self._local_files()
+            assert files is not None
+        arrays = {}
+        for split, paths in files.items():
+            if self.spec["format"] == "idx":
+                images, labels = read_idx(paths[0]), read_idx(paths[1])
+            else:
+                images, labels = read_cifar_batches(paths)
+            if len(images) != len(labels):
+                raise DataError(f"{self.dataset} {split}: {len(images)} images but {len(labels)} labels")
+            if self.binarize:
+                images = np.where(images >= 128, 255, 0)
+            arrays[split] = to_arrays(images, labels)
+        return arrays
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Your own images: one sub-folder per class (torchvision's ImageFolder layout).
+
+    ``root/<class>/<image>`` is split into train/val/test; with ``root/train/<class>/...``
+    and ``root/test/<class>/...`` those folders are used. Images are decoded once,
+    resized to ``image_size`` and kept in memory.
+
+    Args:
+        root: the folder.
+        image_size: ``[height, width]`` every image is resized to.
+        channels: 1 (greyscale) or 3 (RGB).
+        skip_bad_files: skip unreadable images with a warning instead of stopping.
+        **kwargs: see :class:`ImageDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: Sequence[int] = (64, 64),
+        channels: int = 3,
+        skip_bad_files: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if channels not in (1, 3):
+            raise DataError(f"data.channels must be 1 or 3, got {channels}")
+        if len(image_size) != 2:
+            raise DataError(f"data.image_size must be [height, width], got {list(image_size)}")
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.channels = int(channels)
+        self.skip_bad_files = bool(skip_bad_files)
+        self._class_names: list[str] | None = None
+
+    def class_names(self, num_classes: int) -> list[str]:
+        assert self._class_names is not None
+        return self._class_names
+
+    def _read_folder(self, folder: Path) -> Arrays:
+        from torchvision.datasets import ImageFolder
+
+        try:
+            listing = ImageFolder(str(folder), loader=str, allow_empty=False)
+        except (FileNotFoundError, RuntimeError) as err:
+            raise DataError(
+                f"{folder}: {str(err).splitlines()[0]} (expected one sub-folder per class)"
+            ) from err
+        if self._class_names is None:
+            self._class_names = list(listing.classes)
+        elif listing.classes != self._class_names:
+            raise DataError(f"{folder} has classes {listing.classes}, expected {self._class_names}")
+        images, labels = [], []
+        for path, label in listing.samples:
+            try:
+                images.append(load_image(Path(path), self.image_size, self.channels))
+            except DataError as err:
+                if not self.skip_bad_files:
+                    raise
+                log.warning("skipping %s", err)
+                continue
+            labels.append(label)
+        if not images:
+            raise DataError(f"no readable images in {folder}")
+        return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+    def load_arrays(self) -> dict[str, Arrays]:
+        if not self.root.is_dir():
+            raise DataError(f"image folder not found: {self.root} (check data.root)")
+        if (self.root / "train").is_dir() and (self.root / "test").is_dir():
+            arrays = {
+                "train": self._read_folder(self.root / "train"),
+                "test": self._read_folder(self.root / "test"),
+            }
+        else:
+            arrays = {"all": self._read_folder(self.root)}
+        if self.classes is not None and self.classes != self._class_names:
+            raise DataError(
+                f"{self.root} has classes {self._class_names}; the checkpoint was trained on {self.classes}"
+            )
+        return arrays
+
+
+__all__ = [
+    "DigitsDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "InMemoryImageDataset",
+    "TorchvisionDataModule",
+]
