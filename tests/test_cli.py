@@ -280,3 +280,70 @@ def test_resume_from_last_checkpoint(trained_run: Path, tmp_path: Path) -> None:
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (first["epoch"], resumed["epoch"]) == (EPOCHS - 1, EPOCHS)  # continued where the first run stopped
     assert resumed["global_step"] == first["global_step"] * (EPOCHS + 1) // EPOCHS
+
+
+def test_metrics_json_describes_the_best_checkpoint(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert metrics["val/loss"] == pytest.approx(float(state["best_model_score"]), abs=1e-6)
+    assert not [k for k in metrics if not k.startswith(("val/", "test/"))]
+
+
+def test_library_errors_are_one_line_too(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "train",
+                "debug=limit",
+                "data.n_rows=300",
+                "model.optimizer.lr=-1",
+                f"hydra.run.dir={tmp_path / 'r'}",
+            ]
+        )
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.strip()]
+    assert "learning rate" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_on_another_labelled_file_and_predict_writes_config(trained_run: Path, tmp_path: Path) -> None:
+    holdout = tmp_path / "holdout.csv"
+    make_churn_frame(300, seed=11).to_csv(holdout, index=False)
+    best = trained_run / "checkpoints" / "best.ckpt"
+    run_cli("eval", f"ckpt_path={best}", f"data.test_path={holdout}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert (tmp_path / "e" / "plots" / "confusion_matrix.png").is_file()
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    original = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test/auroc"] != original["test/auroc"]  # another test set, another number
+    run_cli(
+        "predict",
+        f"ckpt_path={best}",
+        f"input={holdout}",
+        f"output={tmp_path / 'p.csv'}",
+        f"hydra.run.dir={tmp_path / 'p'}",
+    )
+    assert (tmp_path / "p" / "config.yaml").is_file()
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 300
+
+
+def test_table_quirks_excel_bom_decimal_commas_bare_list(tmp_path: Path) -> None:
+    frame = make_churn_frame(400, seed=2)
+    source = tmp_path / "excel.csv"
+    frame.to_csv(source, index=False, sep=";", decimal=",", encoding="utf-8-sig")
+    run_dir = tmp_path / "run"
+    run_cli(
+        "train",
+        "data=tabular",
+        f"data.path={source}",
+        "data.target=churn",
+        "data.drop=customer_id",
+        "debug=limit",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    preprocessor = checkpoint["TabularDataModule"]["preprocessor"]
+    assert "monthly_charges" in preprocessor["numeric"]  # "29,85" read as 29.85
+    assert "customer_id" not in preprocessor["numeric"] + preprocessor["categorical"]

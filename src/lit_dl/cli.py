@@ -35,6 +35,7 @@ verbs:
   train     fit a model, test its best checkpoint, write metrics.json, config.yaml, checkpoints/
   eval      test a checkpoint:            lit-dl eval ckpt_path=RUN/checkpoints/best.ckpt
   predict   predict new rows:             lit-dl predict ckpt_path=... input=new.csv output=out.csv
+  sample    generate from a model:        lit-dl sample ckpt_path=... prompt="The " length=500
 
 examples:
   lit-dl train                                      # default experiment: churn MLP on built-in data
@@ -62,11 +63,18 @@ def _predict(cfg: DictConfig) -> Any:
     return predict(cfg)
 
 
+def _sample(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.sample import sample
+
+    return sample(cfg)
+
+
 # verb -> (top-level config name, function). Imports stay lazy so `lit-dl --help` is instant.
 VERBS: dict[str, tuple[str, Callable[[DictConfig], Any]]] = {
     "train": ("train", _train),
     "eval": ("eval", _eval),
     "predict": ("predict", _predict),
+    "sample": ("sample", _sample),
 }
 
 # Hydra writes these into a run directory before the verb starts.
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> Any:
         print(USAGE)
         return None
     verb, overrides = args[0], args[1:]
-    if verb in ("eval", "predict"):
+    if verb in ("eval", "predict", "sample"):
         # The data config comes from the checkpoint; data.KEY=VALUE changes one of its keys.
         overrides = [f"++{o}" if o.startswith("data.") else o for o in overrides]
     if verb not in VERBS:

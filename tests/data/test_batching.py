@@ -88,3 +88,12 @@ def test_mismatched_lengths_raise():
 def test_no_tensors_raise():
     with pytest.raises(ValueError):
         TensorBatchDataset()
+
+
+def test_train_loader_drops_a_last_batch_of_one_row() -> None:
+    from lit_dl.data.batching import train_loader
+
+    dataset = TensorBatchDataset(torch.arange(257).float())
+    assert [len(b[0]) for b in train_loader(dataset, 256)] == [256]  # batch norm cannot train on one row
+    dataset = TensorBatchDataset(torch.arange(258).float())
+    assert sorted(len(b[0]) for b in train_loader(dataset, 256)) == [2, 256]

@@ -10,14 +10,18 @@ from lit_dl.data.images import (
     TorchvisionDataModule,
 )
 from lit_dl.data.preprocessing import TabularPreprocessor
+from lit_dl.data.sequences import ActivitySequenceDataModule, PaddedSequenceDataset, SequenceDataModule
 from lit_dl.data.tabular import TabularDataModule, read_table
 
 __all__ = [
+    "ActivitySequenceDataModule",
     "ChurnDataModule",
     "DigitsDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataset",
+    "PaddedSequenceDataset",
+    "SequenceDataModule",
     "TabularDataModule",
     "TabularPreprocessor",
     "TensorBatchDataset",

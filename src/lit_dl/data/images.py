@@ -237,7 +237,7 @@ class ImageDataModule(L.LightningDataModule):
 
 def to_arrays(images: np.ndarray, labels: np.ndarray) -> Arrays:
     """numpy images ``(N, H, W)`` or ``(N, C, H, W)`` and labels -> uint8 / int64 tensors ``(N, C, H, W)``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    tensor = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy (IDX buffers are read-only)
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(1)
     return tensor, torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -434,7 +434,9 @@ class ImageFolderDataModule(ImageDataModule):
             except DataError as err:
                 if not self.skip_bad_files:
                     raise
-                log.warning("skipping %s", err)
+                log.warning(
+                    "skipping unreadable image %s (%s)", path, str(err.__cause__ or err).splitlines()[0]
+                )
                 continue
             labels.append(label)
         if not images:

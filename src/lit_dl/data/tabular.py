@@ -95,7 +95,11 @@ def clean_frame(frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUE
     markers = {v.strip() for v in na_values}
     for col in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
-            text = frame[col].astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+            column = frame[col]
+            if pd.api.types.is_string_dtype(column) and not pd.api.types.is_object_dtype(column):
+                text = column.str.strip()  # a string column: vectorised
+            else:
+                text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
             frame[col] = text.where(~text.isin(markers), np.nan)
     return frame
 

@@ -2,5 +2,16 @@
 
 from lit_dl.nets.cnn import CNN, ConvBlock, ResNet
 from lit_dl.nets.mlp import MLP, TabularMLP
+from lit_dl.nets.rnn import CharRNN, RecurrentClassifier, RecurrentEncoder, RecurrentForecaster
 
-__all__ = ["CNN", "MLP", "ConvBlock", "ResNet", "TabularMLP"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "CharRNN",
+    "ConvBlock",
+    "RecurrentClassifier",
+    "RecurrentEncoder",
+    "RecurrentForecaster",
+    "ResNet",
+    "TabularMLP",
+]

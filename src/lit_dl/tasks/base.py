@@ -168,6 +168,10 @@ class BaseTask(L.LightningModule):
         """What ``lit-dl predict`` writes for a batch of network outputs."""
         return self.predictions(output)
 
+    def summarize(self, metrics: dict[str, float]) -> str | None:
+        """A sentence about the final metrics printed after the table (e.g. a baseline comparison)."""
+        return None
+
     # ------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta: dict[str, Any] = {"version": lit_dl.__version__, "task": class_path(self)}

@@ -49,7 +49,9 @@ def build(node: Any, key: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return build(cfg.data, "data")
+    # Not recursive: nested entries (e.g. data.augment transforms) stay plain config, are saved as
+    # such in checkpoints, and the datamodule builds them in setup().
+    return build(cfg.data, "data", _recursive_=False)
 
 
 def task_class(target: str) -> type[BaseTask]:
@@ -123,7 +125,7 @@ def restore_from_checkpoint(
         raise CheckpointError(f"cannot rebuild the model from {path}: {str(err).splitlines()[0]}") from err
     dm_cls = get_class(meta["datamodule"])
     hparams = {**meta["datamodule_hparams"], **to_plain(dict(data_overrides or {}))}
-    datamodule = build({"_target_": meta["datamodule"], **hparams}, "data")
+    datamodule = build({"_target_": meta["datamodule"], **hparams}, "data", _recursive_=False)
     datamodule.load_state_dict(checkpoint.get(dm_cls.__qualname__, {}))
     model.eval()
     return model, datamodule

@@ -34,5 +34,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_run_outputs(cfg.paths.output_dir, cfg, metrics)
         print_metrics(metrics, f"test metrics of {cfg.ckpt_path}")
+        summary = model.summarize(metrics)
+        if summary:
+            print(summary)
         print(f"output directory: {cfg.paths.output_dir}")
     return metrics

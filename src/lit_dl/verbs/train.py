@@ -64,7 +64,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_run_outputs(output_dir, cfg, metrics)
         test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print_metrics(
-            test_metrics or metrics, "test metrics (best checkpoint)" if test_metrics else "metrics"
+            test_metrics or metrics,
+            ("test metrics (best checkpoint)" if best else "test metrics (last weights)")
+            if test_metrics
+            else "metrics",
         )
+        summary = model.summarize(metrics)
+        if summary:
+            print(summary)
         print(f"output directory: {output_dir}")
     return metrics

@@ -1,0 +1,616 @@
+"""LightningDataModule for forecasting one series from a CSV: sliding windows, chronological splits.
+
+The file is read, sorted by time and put on a regular grid (gaps in an evenly spaced
+series become missing rows). The last ``test`` and the ``val`` steps before them are
+held out in time order; nothing is ever shuffled across time. A window ending at step
+``t`` (its *origin*) holds the inputs ``t-window+1 .. t`` and the targets
+``t+1 .. t+horizon``; it belongs to the span that holds all its targets, so validation
+and test windows may look back into the previous span for inputs but are scored only on
+their own steps. Filling missing values, the log transform and the scaler never see a
+step after the end of the span they serve (see :meth:`ForecastDataModule.encode`).
+
+Batches are ``(x, naive, y)``: the window ``(B, window, F)`` with the target in
+channel 0, the seasonal-naive forecast ``(B, horizon)`` and the targets
+``(B, horizon)``, all in scaled units (the task turns them back into the series' own).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.preprocessing import StandardScaler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lit_dl.data.batching import batch_loader, train_loader
+from lit_dl.data.preprocessing import as_text
+from lit_dl.data.tabular import (
+    DEFAULT_NA_VALUES,
+    absolute,
+    as_list,
+    clean_frame,
+    numeric_text_columns,
+    parse_numbers,
+    read_table,
+)
+from lit_dl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FillMethod = Literal["ffill", "interpolate"]
+# Column names pandas assembles into a date (data.time_column=[year,month,day,hour]).
+DATE_PARTS = {"year", "month", "day", "hour", "minute", "second"}
+# Column of the prediction file when there is no single time column to name it after.
+COMBINED_TIME = "time"
+ROW_STEP = "step"
+
+
+def seasonal_naive_offsets(horizon: int, season: int) -> Tensor:
+    """Offsets from the origin ``t`` of the seasonal-naive forecast of ``t+1 .. t+horizon``.
+
+    ``ŷ(t+h) = y(t+h - season·ceil(h/season))``: the value one (or, past the first season,
+    several) seasons back, always at or before ``t``. Offsets lie in ``[1-season, 0]``.
+    """
+    steps = torch.arange(1, horizon + 1)
+    return steps - season * torch.ceil(steps / season).long()
+
+
+class WindowDataset(Dataset):
+    """Sliding windows over one encoded series, gathered a whole batch at a time.
+
+    The series is stored once; a batch is built by index arithmetic from the windows'
+    origins, so memory does not grow with ``window``. Works with
+    :func:`~lit_dl.data.batching.batch_loader` like a ``TensorBatchDataset``.
+
+    Args:
+        series: ``(T, F)`` scaled values, the target in channel 0.
+        origins: ``(N,)`` index of each window's last input step.
+        window, horizon, season: see :class:`ForecastDataModule`.
+        with_targets: also return the targets (False for prediction past the end of the data).
+    """
+
+    def __init__(
+        self,
+        series: Tensor,
+        origins: Tensor,
+        window: int,
+        horizon: int,
+        season: int,
+        with_targets: bool = True,
+    ) -> None:
+        self.series = series
+        self.origins = origins.long()
+        self.input_offsets = torch.arange(1 - window, 1)
+        self.target_offsets = torch.arange(1, horizon + 1)
+        self.naive_offsets = seasonal_naive_offsets(horizon, season)
+        self.with_targets = with_targets
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
+        """``x (B, window, F)``, ``naive (B, horizon)`` and, with targets, ``y (B, horizon)``."""
+        origin = self.origins[torch.as_tensor(indices, dtype=torch.long)][:, None]
+        x = self.series[origin + self.input_offsets]
+        naive = self.series[origin + self.naive_offsets, 0]
+        if not self.with_targets:
+            return x, naive
+        return x, naive, self.series[origin + self.target_offsets, 0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([index]))
+
+
+@dataclass
+class Series:
+    """A file's rows sorted by time on a regular grid.
+
+    ``frame`` holds the target and the feature columns (raw values, NaN where missing),
+    indexed by time stamp (``kind="datetime"``), by number (``"number"``) or by row
+    (``"row"``, without a time column). ``freq`` (a pandas frequency) or ``step`` (a
+    fixed spacing) give the time stamps after the end.
+    """
+
+    frame: pd.DataFrame
+    kind: str
+    freq: str | None = None
+    step: Any = None
+
+    def future(self, horizon: int) -> list[Any]:
+        """Time stamps of the ``horizon`` steps after the end of the series."""
+        last = self.frame.index[-1]
+        if self.kind == "datetime" and self.freq:
+            return list(pd.date_range(last, periods=horizon + 1, freq=self.freq)[1:])
+        step = self.step if self.step is not None else 1
+        if self.kind == "number" and float(last).is_integer() and float(step).is_integer():
+            last, step = int(last), int(step)  # an integer step index stays integer
+        return [last + step * k for k in range(1, horizon + 1)]
+
+
+def parse_times(
+    frame: pd.DataFrame, columns: list[str], source: str, time_format: str | None = None
+) -> tuple[pd.Series, str]:
+    """The time stamps of every row and their kind: ``datetime``, ``number`` or ``row`` (no column)."""
+    if not columns:
+        return pd.Series(np.arange(len(frame)), index=frame.index), "row"
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"time column(s) {', '.join(map(repr, missing))} not in {source}; columns are: "
+            f"{', '.join(map(str, frame.columns))} (set data.time_column, or data.time_column=null "
+            "to take the rows in file order)"
+        )
+    if len(columns) > 1:
+        parts = frame[columns]
+        if {c.lower() for c in columns} <= DATE_PARTS:  # e.g. [year, month, day, hour]
+            stamps = pd.to_datetime(
+                parts.apply(parse_numbers).set_axis([c.lower() for c in columns], axis=1), errors="coerce"
+            )
+        else:  # e.g. [date, time]: joined with a space, then parsed
+            text = parts.astype(str).agg(" ".join, axis=1).where(parts.notna().all(axis=1))
+            stamps = to_datetime(text, time_format)
+        return stamps, "datetime"
+    column = frame[columns[0]]
+    if (
+        time_format is None
+        and pd.api.types.is_numeric_dtype(column)
+        and not pd.api.types.is_bool_dtype(column)
+    ):
+        return column.astype("float64"), "number"
+    return to_datetime(column, time_format), "datetime"
+
+
+def to_datetime(text: pd.Series, time_format: str | None = None) -> pd.Series:
+    """Dates from text, in ``time_format`` if given; a column in mixed formats is read cell by cell."""
+    if time_format:
+        return pd.to_datetime(text.astype(str), errors="coerce", format=time_format)
+    stamps = pd.to_datetime(text, errors="coerce")
+    if stamps.isna().sum() > text.isna().sum():
+        mixed = pd.to_datetime(text, errors="coerce", format="mixed")
+        if mixed.isna().sum() < stamps.isna().sum():
+            stamps = mixed
+    return stamps
+
+
+def infer_frequency(index: pd.DatetimeIndex) -> str | None:
+    """The pandas frequency of evenly spaced stamps (``MS``, ``h``, ...), or None."""
+    with warnings.catch_warnings():
+        # pandas 3 warns that a later version returns an offset; both are handled below.
+        warnings.simplefilter("ignore")
+        freq = pd.infer_freq(index)
+    return getattr(freq, "freqstr", freq)
+
+
+def regular_grid(frame: pd.DataFrame, kind: str) -> Series:
+    """Put a time-indexed frame on its grid: evenly spaced stamps with gaps become missing rows.
+
+    A datetime index with a pandas frequency (``MS``, ``h``, ...) is regular already.
+    Otherwise the most common spacing is the step; when every spacing is a whole number
+    of steps, the missing stamps are inserted as rows of NaN (filled like any missing
+    value). Irregular stamps are kept as consecutive steps, with a warning.
+    """
+    if kind == "row" or len(frame) < 3:
+        return Series(frame, kind)
+    if kind == "datetime":
+        freq = infer_frequency(frame.index)
+        if freq is not None:
+            return Series(frame, kind, freq=freq)
+    gaps = pd.Series(frame.index).diff().dropna()
+    step = gaps.mode().iloc[0]
+    ratios = (gaps / step if kind == "datetime" else gaps.astype("float64") / float(step)).to_numpy()
+    whole = np.round(ratios).astype(np.int64)
+    if np.allclose(ratios, whole):
+        positions = np.concatenate([[0], np.cumsum(whole)])  # each row's step number on the grid
+        count = int(positions[-1]) + 1
+        if count > len(frame):
+            log.warning(
+                "the series has %d missing time steps (gaps in its time column); they are filled "
+                "like missing values",
+                count - len(frame),
+            )
+            if kind == "datetime":
+                grid = pd.date_range(frame.index[0], periods=count, freq=step)
+            else:
+                grid = pd.Index(frame.index[0] + step * np.arange(count))
+            frame = frame.set_axis(positions).reindex(np.arange(count)).set_axis(grid)
+        return Series(frame, kind, step=step)
+    log.warning("the time stamps are irregularly spaced; each row is taken as one time step")
+    return Series(frame, kind, step=step)
+
+
+def fill_missing(frame: pd.DataFrame, method: FillMethod) -> pd.DataFrame:
+    """Fill missing values of a time-indexed frame.
+
+    ``ffill`` carries the last observation forward (uses only the past); ``interpolate``
+    draws a straight line through a gap, by elapsed time (uses the value after the gap).
+    Both then carry values forward, and backward over leading gaps.
+    """
+    frame = frame.copy()
+    if method == "interpolate":
+        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+        if numeric:
+            how = "time" if isinstance(frame.index, pd.DatetimeIndex) else "index"
+            frame[numeric] = frame[numeric].interpolate(method=how, limit_area="inside")
+    return frame.ffill().bfill()
+
+
+class ForecastDataModule(L.LightningDataModule):
+    """One time series from a CSV or Parquet file, cut into sliding windows for forecasting.
+
+    Time: ``time_column`` is parsed as dates (or numbers), or several columns are combined
+    (``[year, month, day, hour]`` assembled as a date, others joined as text and parsed);
+    ``null`` takes the rows in file order. ``time_format`` settles ambiguous dates
+    (``%d.%m.%Y``: pandas reads ``01.02.2000`` as January 2nd otherwise). Rows are sorted
+    by time; duplicate stamps are an error; gaps in an evenly spaced series are inserted as
+    missing rows.
+
+    Missing values (see ``fill``) are filled span by span: values of the training span
+    are filled from the training span alone, those of validation from train + validation,
+    so no fill ever uses a later span. A window whose targets were missing in the file is
+    dropped (its score would be one of the filler's values). Categorical features (text)
+    are one-hot encoded with the categories of the training span (unseen: all zeros).
+
+    Scaling: the target (after ``log_target``) and the numeric features are standardised
+    with a scikit-learn ``StandardScaler`` fitted on the training span only; its means and
+    scales are kept as plain data in checkpoints.
+
+    Args:
+        path: CSV or Parquet file with one row per time step.
+        time_column: the time column, a list of columns to combine, or null (row order).
+        time_format: ``strftime`` format of the time column (e.g. ``%d.%m.%Y``); null: inferred.
+        target: the column to forecast.
+        features: extra input columns (their past only); empty: the target's own history.
+        window: past steps the network reads.
+        horizon: steps forecast at once.
+        season: steps per season for the seasonal-naive baseline (12 for monthly data,
+            24 for hourly data with a daily cycle, 1 for "the last value").
+        val_fraction, test_fraction: shares of the time steps held out at the end.
+        val_steps, test_steps: the same as numbers of time steps (override the fractions).
+        log_target: model ``log1p(target)`` (needs a target >= 0): turns the growing
+            seasonal swings of a multiplicative series into even ones.
+        fill: ``ffill`` (last observation carried forward; past only, so a window's
+            inputs never borrow from its targets) or ``interpolate`` (time-aware straight
+            line through gaps; smoother, but a gap's fill uses the value after it).
+        na_values: cell values that mean "missing".
+        batch_size: windows per batch.
+    """
+
+    task_type = "forecasting"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        time_column: str | Sequence[str] | None = None,
+        target: str | None = None,
+        time_format: str | None = None,
+        features: Sequence[str] | None = None,
+        window: int = 24,
+        horizon: int = 12,
+        season: int = 12,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        val_steps: int | None = None,
+        test_steps: int | None = None,
+        log_target: bool = False,
+        fill: FillMethod = "ffill",
+        na_values: Sequence[str] = DEFAULT_NA_VALUES,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if not target:
+            raise DataError(
+                "data.target is not set: name the column to forecast, e.g. data.target=Passengers"
+            )
+        for name, value in (("window", window), ("horizon", horizon), ("season", season)):
+            if int(value) < 1:
+                raise DataError(f"data.{name} must be a positive number of time steps, got {value}")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < float(value) < 1.0:
+                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        for name, value in (("val_steps", val_steps), ("test_steps", test_steps)):
+            if value is not None and int(value) < 1:
+                raise DataError(f"data.{name} must be a positive number of time steps or null, got {value}")
+        if val_steps is None and test_steps is None and val_fraction + test_fraction >= 0.9:
+            raise DataError(
+                "data.val_fraction + data.test_fraction leave under 10% of the series for training"
+            )
+        if fill not in ("ffill", "interpolate"):
+            raise DataError(f"data.fill must be ffill or interpolate, got {fill!r}")
+        if int(batch_size) < 1:
+            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+        time_column = as_list("time_column", time_column) or None
+        features = as_list("features", features)
+        path = absolute(path)
+        self.save_hyperparameters()
+        self.path = path
+        self.time_columns = time_column or []
+        self.time_format = time_format or None
+        self.target = str(target)
+        self.features = features
+        self.window = int(window)
+        self.horizon = int(horizon)
+        self.season = int(season)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.val_steps = None if val_steps is None else int(val_steps)
+        self.test_steps = None if test_steps is None else int(test_steps)
+        self.log_target = bool(log_target)
+        self.fill = fill
+        self.na_values = list(na_values)
+        self.batch_size = int(batch_size)
+
+        # Fitted state (restored from a checkpoint by load_state_dict).
+        self.numeric_features: list[str] | None = None
+        self.categories: dict[str, list[str]] = {}
+        self.scaler_mean: list[float] = []
+        self.scaler_scale: list[float] = []
+        self.source_steps: int | None = None  # time steps of `path` when the scaler was fitted
+        self.datasets: dict[str, WindowDataset] = {}
+
+    @property
+    def history(self) -> int:
+        """Steps before the origin a window needs: its inputs, and one season for the baseline."""
+        return max(self.window, self.season)
+
+    @property
+    def fitted(self) -> bool:
+        return self.numeric_features is not None
+
+    # ------------------------------------------------------------------ reading
+    def read_series(self, path: str | None) -> Series:
+        """Read a file into a :class:`Series`: target and features by time, on a regular grid."""
+        if not path:
+            raise DataError(
+                "data.path is not set: point it at a CSV or Parquet file, e.g. data.path=series.csv"
+            )
+        frame = clean_frame(read_table(path, na_values=self.na_values), self.na_values)
+        columns = [self.target, *self.features]
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            what = "target column" if missing[0] == self.target else "feature column(s)"
+            raise DataError(
+                f"{what} {', '.join(map(repr, missing))} not in {path}; columns are: "
+                f"{', '.join(map(str, frame.columns))} (set data.target / data.features)"
+            )
+        if self.target in self.features or set(self.time_columns) & set(columns):
+            raise DataError("data.target, data.features and data.time_column must name different columns")
+        stamps, kind = parse_times(frame, self.time_columns, path, self.time_format)
+        bad = stamps.isna()
+        if bad.all():
+            raise DataError(
+                f"cannot read time column(s) {', '.join(self.time_columns)} of {path} as dates or numbers "
+                f"(first value: {frame[self.time_columns[0]].iloc[0]!r})"
+            )
+        if bad.any():
+            log.warning("dropping %d rows whose time cannot be read", int(bad.sum()))
+        frame = frame.loc[~bad, columns]
+        frame.index = pd.Index(stamps[~bad].to_numpy())
+        frame = frame.sort_index(kind="stable")
+        duplicated = frame.index.duplicated()
+        if duplicated.any():
+            raise DataError(
+                f"{int(duplicated.sum())} duplicate time stamp(s) in {path} "
+                f"(first: {frame.index[duplicated][0]}); a series has one row per time step: "
+                "aggregate the file first, or check data.time_column"
+            )
+        frame[self.target] = parse_numbers(frame[self.target])
+        if frame[self.target].isna().all():
+            raise DataError(f"target column {self.target!r} of {path} holds no numbers")
+        return regular_grid(frame, kind)
+
+    def split_bounds(self, steps: int) -> tuple[int, int]:
+        """Ends of the training and validation spans (the test span runs to ``steps``)."""
+        val = self.val_steps if self.val_steps is not None else round(self.val_fraction * steps)
+        test = self.test_steps if self.test_steps is not None else round(self.test_fraction * steps)
+        return steps - val - test, steps - test
+
+    # ------------------------------------------------------------------ fitting and encoding
+    def _fit(self, frame: pd.DataFrame) -> None:
+        """Feature kinds and categories from the training span of ``frame`` (raw values)."""
+        numeric_text = set(numeric_text_columns(frame, self.features))
+        self.numeric_features = [
+            c
+            for c in self.features
+            if c in numeric_text
+            or (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
+        ]
+        self.categories = {
+            c: sorted(as_text(frame[c]).dropna().astype(str).unique().tolist())
+            for c in self.features
+            if c not in self.numeric_features
+        }
+
+    def _numbers(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Target, numeric features (as floats) and categorical features (as text) in encoding order."""
+        out = pd.DataFrame(index=frame.index)
+        for col in [self.target, *(self.numeric_features or [])]:
+            out[col] = parse_numbers(frame[col])
+        for col in self.categories:
+            out[col] = as_text(frame[col])
+        return out
+
+    def encode(self, frame: pd.DataFrame, ends: Sequence[int], fit_end: int | None = None) -> Tensor:
+        """Scaled ``(T, F)`` values: target, numeric features, then one-hot categories.
+
+        ``ends`` are the span ends: each span is filled from the rows up to its own end.
+        ``fit_end`` fits the scaler on rows ``[0, fit_end)`` (the training span) first.
+        """
+        raw = self._numbers(frame)
+        parts, start = [], 0
+        for end in ends:
+            parts.append(fill_missing(raw.iloc[:end], self.fill).iloc[start:end])
+            start = end
+        filled = pd.concat(parts)
+        numeric_cols = [self.target, *(self.numeric_features or [])]
+        empty = [c for c in numeric_cols if filled[c].isna().any()]
+        if empty:
+            raise DataError(
+                f"column(s) {', '.join(map(repr, empty))} have no values in the first {ends[0]} time steps "
+                "(the training span), so there is nothing to fill their gaps from"
+            )
+        numbers = filled[numeric_cols].to_numpy(dtype=np.float64, copy=True)
+        if self.log_target:
+            if (numbers[:, 0] < 0).any():
+                raise DataError(
+                    f"data.log_target=true needs a target >= 0, but {self.target!r} has negative values "
+                    "(set data.log_target=false)"
+                )
+            numbers[:, 0] = np.log1p(numbers[:, 0])
+        if fit_end is not None:
+            scaler = StandardScaler().fit(numbers[:fit_end])
+            self.scaler_mean = scaler.mean_.tolist()
+            self.scaler_scale = scaler.scale_.tolist()
+        scaled = (numbers - np.asarray(self.scaler_mean)) / np.asarray(self.scaler_scale)
+        onehots = [
+            (filled[col].to_numpy(dtype=object)[:, None] == np.asarray(cats, dtype=object)[None, :])
+            for col, cats in self.categories.items()
+        ]
+        values = np.concatenate([scaled, *onehots], axis=1) if onehots else scaled
+        return torch.from_numpy(values.astype(np.float32))
+
+    def window_origins(self, observed: np.ndarray, start: int, end: int) -> Tensor:
+        """Origins of the windows whose targets all lie in ``[start, end)`` and were observed."""
+        origins = np.arange(max(start - 1, self.history - 1), end - self.horizon)
+        missing = np.concatenate([[0], np.cumsum(~observed)])
+        complete = missing[origins + self.horizon + 1] == missing[origins + 1]
+        return torch.from_numpy(origins[complete])
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        series = self.read_series(self.path)
+        steps = len(series.frame)
+        if steps < self.history + self.horizon:
+            raise DataError(
+                f"the series has {steps} time steps, fewer than one window needs: max(data.window="
+                f"{self.window}, data.season={self.season}) past steps + data.horizon={self.horizon} "
+                "to forecast; use a longer series or a shorter window or horizon"
+            )
+        if self.fitted and self.source_steps is not None and steps != self.source_steps:
+            log.warning(
+                "%s now has %d time steps, %d when the model was trained: its validation and test "
+                "spans are not the ones of the training run",
+                self.path,
+                steps,
+                self.source_steps,
+            )
+        train_end, val_end = self.split_bounds(steps)
+        if not self.fitted:
+            self.source_steps = steps
+            self._fit(series.frame.iloc[:train_end])
+        values = self.encode(
+            series.frame, [train_end, val_end, steps], fit_end=None if self.scaler_mean else train_end
+        )
+        observed = series.frame[self.target].notna().to_numpy()
+        spans = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, steps)}
+        self.datasets = {}
+        for name, (start, end) in spans.items():
+            origins = self.window_origins(observed, start, end)
+            if len(origins) == 0:
+                raise DataError(
+                    f"no complete window in the {name} span (steps {start}-{end - 1} of {steps}): each needs "
+                    f"{self.history} past steps and data.horizon={self.horizon} observed targets inside "
+                    "the span; use a shorter window or horizon, or a longer span "
+                    "(data.val_fraction / data.test_fraction / data.val_steps / data.test_steps)"
+                )
+            self.datasets[name] = WindowDataset(values, origins, self.window, self.horizon, self.season)
+        dropped = int((~observed).sum())
+        log.info(
+            "data: %d time steps; %d train / %d val / %d test windows; %d inputs per step%s",
+            steps,
+            *(len(self.datasets[s]) for s in ("train", "val", "test")),
+            values.shape[1],
+            f"; {dropped} missing target values filled, windows with one among their targets dropped"
+            if dropped
+            else "",
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def load_inputs(self, path: str) -> tuple[WindowDataset, pd.DataFrame]:
+        """The forecast origin at the end of ``path``: ``(dataset of one (x, naive), future steps)``.
+
+        The frame has one row per forecast step: the time stamp (named after the time
+        column; ``time`` for combined columns, ``step`` for row order) and ``horizon``
+        (1 .. horizon). ``lit-dl predict`` adds the forecast beside them.
+        """
+        assert self.fitted, "setup() or load_state_dict() first"
+        if not Path(path).is_file():
+            raise DataError(f"input file not found: {path} (check input)")
+        series = self.read_series(path)
+        steps = len(series.frame)
+        if steps < self.history:
+            raise DataError(
+                f"{path} has {steps} time steps; a forecast reads the last {self.history} "
+                f"(max of data.window={self.window} and data.season={self.season})"
+            )
+        values = self.encode(series.frame, [steps])
+        origins = torch.tensor([steps - 1])
+        dataset = WindowDataset(values, origins, self.window, self.horizon, self.season, with_targets=False)
+        if series.kind == "row":
+            name = ROW_STEP
+        else:
+            name = self.time_columns[0] if len(self.time_columns) == 1 else COMBINED_TIME
+        future = pd.DataFrame({name: series.future(self.horizon), "horizon": range(1, self.horizon + 1)})
+        return dataset, future
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
+
+    # ------------------------------------------------------------------ task wiring
+    def num_inputs(self) -> int:
+        """Values per time step: target, numeric features, one-hot categories."""
+        assert self.numeric_features is not None
+        return 1 + len(self.numeric_features) + sum(len(c) for c in self.categories.values())
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """What a task needs to know about this data to build its network and read its outputs."""
+        assert self.fitted
+        return {
+            "input_spec": {"in_features": self.num_inputs()},
+            "horizon": self.horizon,
+            "target_mean": self.scaler_mean[0],
+            "target_std": self.scaler_scale[0],
+            "log_target": self.log_target,
+        }
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """Feature kinds, categories and scaler as plain data; Lightning stores it in every checkpoint."""
+        if not self.fitted:
+            return {}
+        return {
+            "numeric_features": list(self.numeric_features),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+            "scaler_mean": list(self.scaler_mean),
+            "scaler_scale": list(self.scaler_scale),
+            "source_steps": self.source_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or state == self.state_dict():
+            # Nothing new (e.g. testing the best checkpoint of this very run): keep the prepared windows.
+            return
+        self.numeric_features = list(state["numeric_features"])
+        self.categories = {k: list(v) for k, v in state["categories"].items()}
+        self.scaler_mean = [float(v) for v in state["scaler_mean"]]
+        self.scaler_scale = [float(v) for v in state["scaler_scale"]]
+        self.source_steps = state.get("source_steps")
+        self.datasets = {}

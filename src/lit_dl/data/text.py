@@ -1,0 +1,343 @@
+"""Characters of a text for a language model: a vocabulary from the training span, streams for TBPTT.
+
+The text is split by position into three contiguous spans, ``train | val | test``
+(never shuffled: a random split of characters would leak the neighbours of every
+test character into training). The vocabulary holds the characters of the training
+span only; index :data:`UNKNOWN` stands for every other character.
+
+Truncated back-propagation through time (TBPTT): each span is laid out as ``B``
+parallel rows ("streams") and served as consecutive ``(B, seq_len)`` chunks, so row
+``j`` of batch ``k + 1`` continues row ``j`` of batch ``k``. The task carries its
+recurrent state from one batch to the next (detached for training), so the model
+reads each row as one long text while gradients flow back ``seq_len`` characters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lit_dl.data.tabular import absolute
+from lit_dl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# Index of characters outside the vocabulary; vocabulary character i (0-based) has index i + 1.
+UNKNOWN = 0
+DEFAULT_SOURCE = "the CPython documentation text (pydoc_data.topics)"
+
+
+def default_text() -> str:
+    """The documentation text that ships with every CPython: ``pydoc_data.topics`` in key order.
+
+    About 465,000 characters of English prose and code examples on Python 3.11; no download.
+    """
+    from pydoc_data.topics import topics
+
+    return "".join(topics[key] for key in sorted(topics))
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """A text file as a string (byte-order mark dropped, Windows line ends as ``\\n``)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"text file not found: {path} (check data.path)")
+    if path.is_dir():
+        raise DataError(f"data.path is a folder, not a text file: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from err
+    if not raw:
+        raise DataError(f"text file is empty: {path}")
+    try:
+        text = raw.decode(encoding)
+    except LookupError as err:
+        raise DataError(f"unknown text encoding data.encoding={encoding!r}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not {encoding} text (byte {err.start} is {raw[err.start : err.start + 1]!r}); "
+            "set data.encoding, e.g. data.encoding=latin-1"
+        ) from err
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
+    if not text.strip():
+        raise DataError(f"text file holds only whitespace: {path}")
+    return text
+
+
+def encode(text: str, vocabulary: str) -> Tensor:
+    """Character indices ``(N,)`` of ``text``: ``i + 1`` for ``vocabulary[i]``, :data:`UNKNOWN` otherwise.
+
+    ``vocabulary`` must be sorted by code point (as :func:`fit_vocabulary` returns it).
+    """
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    known = np.frombuffer(vocabulary.encode("utf-32-le"), dtype=np.uint32)
+    position = np.searchsorted(known, codes)
+    found = position < len(known)
+    found[found] = known[position[found]] == codes[found]
+    return torch.from_numpy(np.where(found, position + 1, UNKNOWN).astype(np.int64))
+
+
+def fit_vocabulary(text: str, min_count: int = 1) -> str:
+    """The characters seen at least ``min_count`` times in ``text``, sorted by code point."""
+    codes, counts = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), return_counts=True)
+    return "".join(chr(c) for c in codes[counts >= min_count])
+
+
+class TextStreams(Dataset):
+    """Character indices laid out as ``streams`` parallel rows, served as consecutive chunks.
+
+    Row ``j`` holds ``length`` consecutive characters starting at ``offset + j * length``;
+    chunk ``k`` is columns ``[k * seq_len, (k + 1) * seq_len)`` of every row, so row ``j``
+    of chunk ``k + 1`` continues row ``j`` of chunk ``k``. Items are ``(inputs, targets)``,
+    both ``(streams, T)`` long, the targets being the inputs shifted by one character.
+    Read the chunks in order (:class:`EpochOffsetSampler` or a sequential sampler): the
+    continuity is what lets a model carry its state from one batch to the next.
+
+    Args:
+        tokens: character indices ``(N,)``.
+        streams: rows ``B``.
+        seq_len: columns ``T`` of a chunk.
+        max_offset: the largest :attr:`offset` that will be used; every offset up to it gives
+            the same row length, so every epoch has the same number of chunks.
+        drop_last: drop a final chunk shorter than ``seq_len`` (training keeps shapes equal;
+            evaluation keeps it so that every character of the rows is scored).
+    """
+
+    def __init__(
+        self, tokens: Tensor, streams: int, seq_len: int, max_offset: int = 0, drop_last: bool = False
+    ) -> None:
+        self.tokens = tokens
+        self.streams = streams
+        self.seq_len = seq_len
+        self.max_offset = max_offset
+        self.drop_last = drop_last
+        self.offset = 0
+        self.length = (len(tokens) - 1 - max_offset) // streams
+        if self.length < 1:
+            raise ValueError(f"{len(tokens)} characters cannot fill {streams} rows")
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.length, self.seq_len)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def rows(self) -> tuple[Tensor, Tensor]:
+        """All inputs and targets at the current offset as ``(streams, length)`` rows."""
+        size = self.streams * self.length
+        start = self.offset
+        inputs = self.tokens[start : start + size].view(self.streams, self.length)
+        targets = self.tokens[start + 1 : start + 1 + size].view(self.streams, self.length)
+        return inputs, targets
+
+    def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= k < len(self):
+            raise IndexError(f"chunk {k} of {len(self)}")
+        inputs, targets = self.rows()
+        columns = slice(k * self.seq_len, (k + 1) * self.seq_len)
+        return inputs[:, columns].contiguous(), targets[:, columns].contiguous()
+
+
+class EpochOffsetSampler(Sampler[int]):
+    """Chunks in order, each pass starting the rows at a new random offset in ``[0, max_offset]``.
+
+    Moving the offset moves the chunk boundaries (where gradients stop) from epoch to epoch.
+    The offset is set on the dataset when a pass begins, which is before any chunk of it is
+    read as long as the chunks are read in this process (``num_workers=0``).
+    """
+
+    def __init__(self, dataset: TextStreams, generator: torch.Generator | None = None) -> None:
+        self.dataset = dataset
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        high = self.dataset.max_offset + 1
+        self.dataset.offset = int(torch.randint(high, (1,), generator=self.generator))
+        return iter(range(len(self.dataset)))
+
+
+class CharTextDataModule(L.LightningDataModule):
+    """A text file (or the embedded CPython documentation) as characters for a language model.
+
+    Batches are ``(inputs, targets)``, both ``(B, T)`` character indices, the targets
+    shifted by one character; see the module docstring for the stream layout. The
+    vocabulary is fitted on the training span and saved in checkpoints as a string.
+
+    Args:
+        path: a UTF-8 text file; None: :func:`default_text`.
+        encoding: the file's encoding.
+        seq_len: characters per chunk ``T``: how far back gradients flow (the state carries further).
+        batch_size: parallel streams ``B`` of the training text.
+        eval_streams: parallel streams of the validation and test text. Each stream starts
+            without context, so fewer streams measure bits per character with more context
+            (and take more sequential steps). Reduced for short spans, so each holds a chunk.
+        val_fraction, test_fraction: shares of the text, taken from its end: ``train | val | test``.
+        min_char_count: characters seen fewer times in the training span count as unknown.
+    """
+
+    task_type: ClassVar[str] = "language_model"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        encoding: str = "utf-8",
+        seq_len: int = 128,
+        batch_size: int = 64,
+        eval_streams: int = 16,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        min_char_count: int = 1,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("seq_len", seq_len),
+            ("batch_size", batch_size),
+            ("eval_streams", eval_streams),
+            ("min_char_count", min_char_count),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DataError(f"data.{name} must be a positive integer, got {value!r}")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < float(value) < 1.0:
+                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        if val_fraction + test_fraction >= 0.9:
+            raise DataError("data.val_fraction + data.test_fraction leave under 10% of the text for training")
+        path = absolute(path)
+        self.save_hyperparameters()
+        self.path = path
+        self.encoding = encoding
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.eval_streams = eval_streams
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.min_char_count = min_char_count
+
+        # Fitted state (restored from a checkpoint by load_state_dict).
+        self.vocabulary: str | None = None
+        self.source_chars: int | None = None  # characters of the text when the vocabulary was fitted
+        self.datasets: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def source(self) -> str:
+        return self.path or DEFAULT_SOURCE
+
+    def load_text(self) -> str:
+        return read_text(self.path, self.encoding) if self.path else default_text()
+
+    def split(self, text: str) -> dict[str, str]:
+        """Contiguous spans by position: the first part trains, then validation, then test."""
+        n_val = int(len(text) * self.val_fraction)
+        n_test = int(len(text) * self.test_fraction)
+        n_train = len(text) - n_val - n_test
+        return {
+            "train": text[:n_train],
+            "val": text[n_train : n_train + n_val],
+            "test": text[n_train + n_val :],
+        }
+
+    def _check_lengths(self, spans: dict[str, str], total: int) -> None:
+        needed = self.batch_size * self.seq_len + self.seq_len  # one chunk per stream at any offset
+        if len(spans["train"]) < needed:
+            raise DataError(
+                f"text too short: {self.source} has {total} characters, so the training span "
+                f"({1 - self.val_fraction - self.test_fraction:.0%}) has {len(spans['train'])}; one batch of "
+                f"data.batch_size={self.batch_size} streams x data.seq_len={self.seq_len} needs {needed}. "
+                "Use a longer text or lower data.batch_size / data.seq_len"
+            )
+        for stage in ("val", "test"):
+            if len(spans[stage]) < 2:
+                raise DataError(
+                    f"text too short: the {stage} span of {self.source} has {len(spans[stage])} "
+                    f"character(s) (data.{stage}_fraction of {total}); it needs at least 2"
+                )
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        text = self.load_text()
+        spans = self.split(text)
+        self._check_lengths(spans, len(text))
+        if self.vocabulary is None:
+            self.vocabulary = fit_vocabulary(spans["train"], self.min_char_count)
+            self.source_chars = len(text)
+        elif self.source_chars is not None and len(text) != self.source_chars:
+            log.warning(
+                "%s now has %d characters, %d when the model was trained: its validation and test "
+                "spans are not the ones of the training run",
+                self.source,
+                len(text),
+                self.source_chars,
+            )
+        self.datasets = {name: encode(span, self.vocabulary) for name, span in spans.items()}
+        unknown = {name: int((tokens == UNKNOWN).sum()) for name, tokens in self.datasets.items()}
+        log.info(
+            "text: %d characters (%s train / %s val / %s test), vocabulary of %d characters; "
+            "unknown characters: %d train, %d val, %d test",
+            len(text),
+            *(len(spans[s]) for s in ("train", "val", "test")),
+            len(self.vocabulary),
+            *(unknown[s] for s in ("train", "val", "test")),
+        )
+
+    def load_inputs(self, path: str) -> Any:
+        """``lit-dl predict`` reads rows; a language model has none."""
+        raise DataError(
+            "a language model does not predict rows of a table: generate text with "
+            "`lit-dl sample ckpt_path=... prompt=...`"
+        )
+
+    # ------------------------------------------------------------------ loaders
+    def streams(self, stage: str) -> TextStreams:
+        """The stream layout of one span (see :class:`TextStreams`)."""
+        tokens = self.datasets[stage]
+        if stage == "train":
+            return TextStreams(
+                tokens, self.batch_size, self.seq_len, max_offset=self.seq_len - 1, drop_last=True
+            )
+        rows = max(1, min(self.eval_streams, (len(tokens) - 1) // self.seq_len))
+        return TextStreams(tokens, rows, self.seq_len)
+
+    # batch_size=None: each item of the dataset is a whole (B, T) chunk; no workers (see EpochOffsetSampler).
+    def train_dataloader(self) -> DataLoader:
+        streams = self.streams("train")
+        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return DataLoader(streams, batch_size=None, sampler=EpochOffsetSampler(streams, generator))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.streams("val"), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.streams("test"), batch_size=None)
+
+    # ------------------------------------------------------------------ task wiring
+    def task_kwargs(self) -> dict[str, Any]:
+        """What a task needs to know about this data to build its network."""
+        assert self.vocabulary is not None, "setup() or load_state_dict() first"
+        return {"vocabulary": self.vocabulary, "input_spec": {"vocab_size": len(self.vocabulary) + 1}}
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """The vocabulary as a string (plain data); Lightning stores it in every checkpoint."""
+        if self.vocabulary is None:
+            return {}
+        return {"vocabulary": self.vocabulary, "source_chars": self.source_chars}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state or state == self.state_dict():
+            return  # nothing new (e.g. testing the best checkpoint of this very run): keep the spans
+        self.vocabulary = state["vocabulary"]
+        self.source_chars = state.get("source_chars")
+        self.datasets = {}
