@@ -2,6 +2,7 @@
 
 from lit_dl.data.batching import TensorBatchDataset, batch_loader
 from lit_dl.data.churn_datamodule import ChurnDataModule
+from lit_dl.data.forecast import ForecastDataModule
 from lit_dl.data.images import (
     DigitsDataModule,
     ImageDataModule,
@@ -17,6 +18,7 @@ __all__ = [
     "ActivitySequenceDataModule",
     "ChurnDataModule",
     "DigitsDataModule",
+    "ForecastDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "InMemoryImageDataset",

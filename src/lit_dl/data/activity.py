@@ -3,8 +3,8 @@
 Each customer has 12 to ``max_months`` months of: usage (hours), support calls,
 days inactive and billing change (%). Three patterns raise the churn risk:
 
-- a burst of support calls (three months in a row with many calls), which can lie
-  anywhere in the history, often far back;
+- a burst of support calls (three months in a row with many calls) in the first
+  half of the history, so often dozens of months before its end;
 - a sudden, lasting drop in usage;
 - a long stretch of inactivity (two or more months with 20+ inactive days).
 
@@ -41,8 +41,8 @@ def make_activity_frame(n_customers: int = 3000, max_months: int = 60, seed: int
         billing = np.where(rng.random(months) < 0.08, rng.normal(0, 10, months), 0.0).round(1)
 
         burst = rng.random() < 0.35
-        if burst:  # anywhere, but the first half of the history is as likely as the second
-            start = int(rng.integers(0, months - 3))
+        if burst:  # far back: somewhere in the first half of the history
+            start = int(rng.integers(0, months // 2 - 2))
             calls[start : start + 3] += rng.poisson(5, 3) + 3
         drop = rng.random() < 0.3
         if drop:
@@ -53,7 +53,7 @@ def make_activity_frame(n_customers: int = 3000, max_months: int = 60, seed: int
             start = int(rng.integers(0, months - 2))
             inactive[start : start + 2] = rng.integers(20, 31, 2)
 
-        logit = -2.6 + 2.8 * burst + 2.0 * drop + 1.6 * idle + rng.normal(0, 0.4)
+        logit = -2.4 + 3.0 * burst + 1.6 * drop + 1.4 * idle + rng.normal(0, 0.4)
         churn = "Yes" if rng.random() < 1 / (1 + np.exp(-logit)) else "No"
         for name, values in zip(
             columns,

@@ -111,7 +111,7 @@ class WindowDataset(Dataset):
 
 
 @dataclass
-class Series:
+class GridSeries:
     """A file's rows sorted by time on a regular grid.
 
     ``frame`` holds the target and the feature columns (raw values, NaN where missing),
@@ -190,7 +190,7 @@ def infer_frequency(index: pd.DatetimeIndex) -> str | None:
     return getattr(freq, "freqstr", freq)
 
 
-def regular_grid(frame: pd.DataFrame, kind: str) -> Series:
+def regular_grid(frame: pd.DataFrame, kind: str) -> GridSeries:
     """Put a time-indexed frame on its grid: evenly spaced stamps with gaps become missing rows.
 
     A datetime index with a pandas frequency (``MS``, ``h``, ...) is regular already.
@@ -199,11 +199,11 @@ def regular_grid(frame: pd.DataFrame, kind: str) -> Series:
     value). Irregular stamps are kept as consecutive steps, with a warning.
     """
     if kind == "row" or len(frame) < 3:
-        return Series(frame, kind)
+        return GridSeries(frame, kind)
     if kind == "datetime":
         freq = infer_frequency(frame.index)
         if freq is not None:
-            return Series(frame, kind, freq=freq)
+            return GridSeries(frame, kind, freq=freq)
     gaps = pd.Series(frame.index).diff().dropna()
     step = gaps.mode().iloc[0]
     ratios = (gaps / step if kind == "datetime" else gaps.astype("float64") / float(step)).to_numpy()
@@ -222,9 +222,9 @@ def regular_grid(frame: pd.DataFrame, kind: str) -> Series:
             else:
                 grid = pd.Index(frame.index[0] + step * np.arange(count))
             frame = frame.set_axis(positions).reindex(np.arange(count)).set_axis(grid)
-        return Series(frame, kind, step=step)
+        return GridSeries(frame, kind, step=step)
     log.warning("the time stamps are irregularly spaced; each row is taken as one time step")
-    return Series(frame, kind, step=step)
+    return GridSeries(frame, kind, step=step)
 
 
 def fill_missing(frame: pd.DataFrame, method: FillMethod) -> pd.DataFrame:
@@ -366,8 +366,8 @@ class ForecastDataModule(L.LightningDataModule):
         return self.numeric_features is not None
 
     # ------------------------------------------------------------------ reading
-    def read_series(self, path: str | None) -> Series:
-        """Read a file into a :class:`Series`: target and features by time, on a regular grid."""
+    def read_series(self, path: str | None) -> GridSeries:
+        """Read a file into a :class:`GridSeries`: target and features by time, on a regular grid."""
         if not path:
             raise DataError(
                 "data.path is not set: point it at a CSV or Parquet file, e.g. data.path=series.csv"

@@ -22,7 +22,11 @@ from lit_dl.utils import atomic_write_text, to_plain, write_json
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_MODEL = {"classification": "mlp_classifier", "regression": "mlp_regressor"}
+EXAMPLE_MODEL = {
+    "classification": "mlp_classifier",
+    "regression": "mlp_regressor",
+    "forecasting": "lstm_forecaster",
+}
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -73,7 +77,7 @@ def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask:
     if data_type and cls.task_type and data_type != cls.task_type:
         raise ConfigError(
             f"the data is a {data_type} problem but model={cls.__name__} does {cls.task_type}; "
-            f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL[data_type]}) "
+            f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL.get(data_type, '...')}) "
             "or set data.task"
         )
     return build(model_cfg, "model", _recursive_=False, **datamodule.task_kwargs())
