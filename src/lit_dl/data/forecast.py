@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from lit_dl.data.batching import batch_loader, train_loader
+from lit_dl.data.base import InMemoryDataModule
 from lit_dl.data.preprocessing import as_text
 from lit_dl.data.tabular import (
     DEFAULT_NA_VALUES,
@@ -243,7 +242,7 @@ def fill_missing(frame: pd.DataFrame, method: FillMethod) -> pd.DataFrame:
     return frame.ffill().bfill()
 
 
-class ForecastDataModule(L.LightningDataModule):
+class ForecastDataModule(InMemoryDataModule):
     """One time series from a CSV or Parquet file, cut into sliding windows for forecasting.
 
     Time: ``time_column`` is parsed as dates (or numbers), or several columns are combined
@@ -562,17 +561,6 @@ class ForecastDataModule(L.LightningDataModule):
             name = self.time_columns[0] if len(self.time_columns) == 1 else COMBINED_TIME
         future = pd.DataFrame({name: series.future(self.horizon), "horizon": range(1, self.horizon + 1)})
         return dataset, future
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
-
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
 
     # ------------------------------------------------------------------ task wiring
     def num_inputs(self) -> int:

@@ -14,17 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
 from sklearn.model_selection import train_test_split
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lit_dl.data.batching import batch_loader, train_loader
+from lit_dl.data.base import InMemoryDataModule
 from lit_dl.data.image_files import find_file, load_image, read_cifar_batches, read_idx
 from lit_dl.errors import DataError
 
@@ -69,7 +68,7 @@ class InMemoryImageDataset(Dataset):
         return (images,) if self.labels is None else (images, self.labels[index])
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(InMemoryDataModule):
     """Base of the image datamodules: splits, normalisation, augmentation, loaders, checkpoint state.
 
     Subclasses implement :meth:`load_arrays`, returning ``{"train": ..., "test": ...}``
@@ -177,17 +176,6 @@ class ImageDataModule(L.LightningDataModule):
         return InMemoryImageDataset(
             images, labels, torch.tensor(self.mean), torch.tensor(self.std), transform
         )
-
-    # ------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
-
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
 
     # ------------------------------------------------------------ prediction
     def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.impute import SimpleImputer
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import LabelEncoder, OneHotEncoder, OrdinalEncoder, StandardScaler
 from torch import Tensor
+
+from lit_dl.errors import DataError
 
 MISSING_CATEGORY = "__missing__"
 Encoding = Literal["onehot", "embedding"]
@@ -37,6 +39,36 @@ def categorical_strings(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame
     """Categorical columns as plain strings, with missing cells as their own category."""
     out = frame[columns].apply(as_text)
     return out.where(out.notna(), MISSING_CATEGORY).astype(str)
+
+
+def fit_classes(target: pd.Series, name: str, positive_label: str | None = None) -> list[str]:
+    """Class names of a label column, sorted (numerically for numbers); ``positive_label`` last (class 1)."""
+    labels = as_text(target.dropna())
+    classes = [str(c) for c in LabelEncoder().fit(labels).classes_]
+    if pd.api.types.is_numeric_dtype(target):
+        classes = sorted(classes, key=float)
+    if len(classes) < 2:
+        raise DataError(
+            f"target {name!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
+            "a classifier needs at least two (check data.target, or use data.task=regression)"
+        )
+    if positive_label is not None:
+        if len(classes) != 2 or str(positive_label) not in classes:
+            raise DataError(f"data.positive_label={positive_label!r} is not one of the 2 classes {classes}")
+        classes = [c for c in classes if c != str(positive_label)] + [str(positive_label)]
+    return classes
+
+
+def encode_classes(target: pd.Series, classes: list[str], name: str) -> Tensor:
+    """Class indices ``(N,)`` of a label column; labels not among ``classes`` are an error."""
+    index = {c: i for i, c in enumerate(classes)}
+    labels = as_text(target)
+    # Some exports (UCI Adult's test file) end labels with a period: ">50K." for ">50K".
+    labels = labels.map(lambda v: v if v in index or v.rstrip(".") not in index else v.rstrip("."))
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"target {name!r} has labels not seen in training: {unknown[:5]}")
+    return torch.tensor(labels.map(index).to_numpy(dtype=np.int64))
 
 
 class TabularPreprocessor:

@@ -15,18 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lit_dl.data.activity import make_activity_frame
-from lit_dl.data.batching import batch_loader, train_loader
-from lit_dl.data.preprocessing import TabularPreprocessor, as_text
+from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.preprocessing import TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.data.tabular import (
     absolute,
     as_list,
@@ -59,7 +57,7 @@ class PaddedSequenceDataset(Dataset):
         return (x, lengths) if self.y is None else (x, lengths, self.y[index])
 
 
-class SequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(InMemoryDataModule):
     """Sequences from a long-format CSV or Parquet file, one label per sequence.
 
     Batches are ``(x, lengths, y)``: ``x (B, T, F)`` float (padded with zeros after each
@@ -176,8 +174,8 @@ class SequenceDataModule(L.LightningDataModule):
         frame = self._sorted(frame)
         labels = frame.groupby(self.id_column, sort=False)[self.target].last()
         if self.classes is None:
-            self.classes = self._fit_classes(labels)
-        y = self._encode(labels)
+            self.classes = fit_classes(labels, self.target, self.positive_label)
+        y = encode_classes(labels, self.classes, self.target)
         ids = labels.index.to_numpy()
         try:
             rest, test = train_test_split(
@@ -209,26 +207,6 @@ class SequenceDataModule(L.LightningDataModule):
             max(int(d.lengths.max()) for d in self.datasets.values()),
             self.preprocessor.num_features,
         )
-
-    def _fit_classes(self, labels: pd.Series) -> list[str]:
-        classes = [str(c) for c in LabelEncoder().fit(as_text(labels)).classes_]
-        if len(classes) < 2:
-            raise DataError(f"target {self.target!r} has a single class ({classes[0]!r}); need at least two")
-        if self.positive_label is not None:
-            if len(classes) != 2 or str(self.positive_label) not in classes:
-                raise DataError(
-                    f"data.positive_label={self.positive_label!r} is not one of the 2 classes {classes}"
-                )
-            classes = [c for c in classes if c != str(self.positive_label)] + [str(self.positive_label)]
-        return classes
-
-    def _encode(self, labels: pd.Series) -> Tensor:
-        index = {c: i for i, c in enumerate(self.classes)}
-        text = as_text(labels)
-        unknown = sorted(set(text) - set(index))
-        if unknown:
-            raise DataError(f"target {self.target!r} has labels not seen in training: {unknown[:5]}")
-        return torch.tensor(text.map(index).to_numpy(dtype=np.int64))
 
     def _fit(self, rows: pd.DataFrame, features: list[str]) -> None:
         rows = rows.copy()
@@ -263,17 +241,6 @@ class SequenceDataModule(L.LightningDataModule):
         lengths = torch.tensor([len(s) for s in sequences])
         x = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)
         return x, lengths, ids
-
-    # ------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
-
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
 
     def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
         """Unlabelled sequences (long format) for prediction: ``(dataset of (x, lengths), frame of ids)``."""

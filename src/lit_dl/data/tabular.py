@@ -8,17 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from lit_dl.data.batching import TensorBatchDataset, batch_loader, train_loader
-from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, as_text
+from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.batching import TensorBatchDataset
+from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -146,7 +144,7 @@ def looks_like_id(series: pd.Series, categorical: bool) -> bool:
     return distinct == len(present) and bool(np.all(np.mod(values, 1) == 0))
 
 
-class TabularDataModule(L.LightningDataModule):
+class TabularDataModule(InMemoryDataModule):
     """Tables from CSV or Parquet, prepared for a neural network.
 
     Cleaning: blank and NA-marker cells become missing; numbers stored as text are
@@ -293,24 +291,6 @@ class TabularDataModule(L.LightningDataModule):
         integral = np.all(np.equal(np.mod(values, 1), 0))
         return "classification" if integral and len(np.unique(values)) <= MAX_AUTO_CLASSES else "regression"
 
-    def _fit_classes(self, target: pd.Series) -> list[str]:
-        labels = as_text(target)
-        classes = [str(c) for c in LabelEncoder().fit(labels).classes_]
-        if pd.api.types.is_numeric_dtype(target):
-            classes = sorted(classes, key=float)
-        if len(classes) < 2:
-            raise DataError(
-                f"target {self.target!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
-                "a classifier needs at least two (check data.target, or use data.task=regression)"
-            )
-        if self.positive_label is not None:
-            if len(classes) != 2 or str(self.positive_label) not in classes:
-                raise DataError(
-                    f"data.positive_label={self.positive_label!r} is not one of the 2 classes {classes}"
-                )
-            classes = [c for c in classes if c != str(self.positive_label)] + [str(self.positive_label)]
-        return classes
-
     def encode_target(self, target: pd.Series) -> Tensor:
         """Target values as a tensor: class indices (long) or standardised numbers (float)."""
         if self.task_type == "regression":
@@ -321,14 +301,7 @@ class TabularDataModule(L.LightningDataModule):
             scaled = (values.to_numpy(dtype=np.float64) - self.target_mean) / self.target_std
             return torch.from_numpy(scaled.astype(np.float32))
         assert self.classes is not None
-        index = {c: i for i, c in enumerate(self.classes)}
-        labels = as_text(target)
-        # Some exports (UCI Adult's test file) end labels with a period: ">50K." for ">50K".
-        labels = labels.map(lambda v: v if v in index or v.rstrip(".") not in index else v.rstrip("."))
-        unknown = sorted(set(labels) - set(index))
-        if unknown:
-            raise DataError(f"target {self.target!r} has labels not seen in training: {unknown[:5]}")
-        return torch.tensor(labels.map(index).to_numpy(dtype=np.int64))
+        return encode_classes(target, self.classes, self.target)
 
     # ------------------------------------------------------------------ setup
     def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
@@ -375,7 +348,7 @@ class TabularDataModule(L.LightningDataModule):
             self.source_rows = len(frame)
             self.task_type = self._resolve_task(frame[self.target])
             if self.task_type == "classification":
-                self.classes = self._fit_classes(frame[self.target])
+                self.classes = fit_classes(frame[self.target], self.target, self.positive_label)
         stratify = None
         if self.task_type == "classification":
             stratify = pd.Series(self.encode_target(frame[self.target]).numpy(), index=frame.index)
@@ -453,17 +426,6 @@ class TabularDataModule(L.LightningDataModule):
         x_num, x_cat = self.transform_features(frame)
         ids = frame[[c for c in self.drop if c in frame.columns]].reset_index(drop=True)
         return TensorBatchDataset(x_num, x_cat), ids
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
-
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
 
     # ------------------------------------------------------------------ task wiring
     def task_kwargs(self) -> dict[str, Any]:
