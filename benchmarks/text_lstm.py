@@ -1,6 +1,6 @@
 """A plain PyTorch loop against lit_dl's ``text_lstm``: validation bits per character in a time budget.
 
-    python benchmarks/text_lstm.py                   # plain loop 5 min, then text_lstm for its 9 min
+    python benchmarks/text_lstm.py                   # plain loop 5 min, then text_lstm (at most 9 min)
     python benchmarks/text_lstm.py --minutes 0.5 --lit-minutes 0.5   # a quick check that both run
 
 Both sides read the same text (the embedded CPython documentation unless ``--path``), the
@@ -123,11 +123,15 @@ def run_lit(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
     if done.returncode != 0:
         raise SystemExit(f"lit-dl train failed ({done.returncode}):\n{done.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    curve = []
     with open(run_dir / "csv" / "metrics.csv") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("val/bpc"):
-                curve.append((int(row["epoch"]), int(row["step"]), float(row["val/bpc"])))
+        rows = list(csv.DictReader(handle))
+    # The last val/bpc row is `train` re-validating the best checkpoint: keep the epochs that trained.
+    trained = {row["epoch"] for row in rows if row.get("train/bpc")}
+    curve = [
+        (int(row["epoch"]), int(row["step"]), float(row["val/bpc"]))
+        for row in rows
+        if row.get("val/bpc") and row["epoch"] in trained
+    ]
     for epoch, step, bpc in curve:
         print(f"  lit_dl epoch {epoch:3d}  step {step:6d}  val bpc {bpc:.3f}", flush=True)
     return {

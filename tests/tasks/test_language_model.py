@@ -129,6 +129,7 @@ def test_validation_carries_the_state_so_chunks_equal_one_long_read(
     assert model._states["val"] is None
 
 
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")  # steps called without a Trainer
 def test_training_state_is_carried_detached_and_reset_each_epoch(tmp_path: Path) -> None:
     dm = datamodule(tmp_path)
     model = task(dm)
