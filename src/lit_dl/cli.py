@@ -35,7 +35,7 @@ verbs:
   train     fit a model, test its best checkpoint, write metrics.json, config.yaml, checkpoints/
   eval      test a checkpoint:            lit-dl eval ckpt_path=RUN/checkpoints/best.ckpt
   predict   predict new rows:             lit-dl predict ckpt_path=... input=new.csv output=out.csv
-  sample    generate from a model:        lit-dl sample ckpt_path=... prompt="The " length=500
+  sample    generate from a model:        lit-dl sample ckpt_path=... 'prompt="The "' length=500
 
 examples:
   lit-dl train                                      # default experiment: churn MLP on built-in data

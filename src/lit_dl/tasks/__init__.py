@@ -3,6 +3,7 @@
 from lit_dl.tasks.base import BaseTask
 from lit_dl.tasks.classification import ClassificationTask
 from lit_dl.tasks.forecasting import ForecastTask
+from lit_dl.tasks.language_model import LanguageModelTask
 from lit_dl.tasks.regression import RegressionTask
 
-__all__ = ["BaseTask", "ClassificationTask", "ForecastTask", "RegressionTask"]
+__all__ = ["BaseTask", "ClassificationTask", "ForecastTask", "LanguageModelTask", "RegressionTask"]

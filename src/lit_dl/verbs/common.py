@@ -26,6 +26,7 @@ EXAMPLE_MODEL = {
     "classification": "mlp_classifier",
     "regression": "mlp_regressor",
     "forecasting": "lstm_forecaster",
+    "language_model": "char_lstm",
 }
 
 
@@ -77,8 +78,8 @@ def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask:
     if data_type and cls.task_type and data_type != cls.task_type:
         raise ConfigError(
             f"the data is a {data_type} problem but model={cls.__name__} does {cls.task_type}; "
-            f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL.get(data_type, '...')}) "
-            "or set data.task"
+            f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL.get(data_type, '...')})"
+            + (" or set data.task" if data_type in ("classification", "regression") else "")
         )
     return build(model_cfg, "model", _recursive_=False, **datamodule.task_kwargs())
 
