@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +114,35 @@ def regression_frame() -> pd.DataFrame:
 def regression_csv(tmp_path: Path, regression_frame: pd.DataFrame) -> Path:
     """A tiny regression table (float target ``y``) as a CSV file."""
     return write_frame(regression_frame, tmp_path / "regression.csv")
+
+
+@pytest.fixture
+def fail_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """Run a ``lit-dl`` command that must fail: exit code 2, one ``error:`` line, no traceback.
+
+    Returns that line.
+    """
+    from lit_dl.cli import main
+
+    def run(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1, err
+        assert "Traceback" not in err
+        return error_lines[0]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: one torch thread is as fast, and far faster when other processes share the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,18 +28,6 @@ SMALL = [
 
 def run_cli(*args: str) -> None:
     main(list(args))
-
-
-def fail_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run a command that must fail: exit code 2 and exactly one ``error:`` line, no traceback."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, err
-    assert "Traceback" not in err
-    return error_lines[0]
 
 
 @pytest.fixture
@@ -125,13 +114,10 @@ def test_train_on_user_csv_regression(tmp_path: Path) -> None:
     assert metrics["test/rmse"] == pytest.approx(math.sqrt(metrics["test/mse"]), rel=1e-4)
 
 
-def test_classifier_on_regression_data_is_rejected(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_classifier_on_regression_data_is_rejected(fail_cli: Callable[..., str], tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": range(100), "y": [i * 0.37 for i in range(100)]})
     frame.to_csv(tmp_path / "t.csv", index=False)
     line = fail_cli(
-        capsys,
         "train",
         "data=tabular",
         f"data.path={tmp_path / 't.csv'}",
@@ -156,7 +142,7 @@ def test_classifier_on_regression_data_is_rejected(
     ],
 )
 def test_bad_input_one_line_and_no_run_left(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, overrides: list[str], expected: str
+    fail_cli: Callable[..., str], tmp_path: Path, overrides: list[str], expected: str
 ) -> None:
     (tmp_path / "empty.csv").write_text("")
     good = make_churn_frame(100, seed=0)
@@ -165,17 +151,17 @@ def test_bad_input_one_line_and_no_run_left(
     (tmp_path / "corrupt.ckpt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
     overrides = [o.format(tmp=tmp_path) for o in overrides]
     run_dir = tmp_path / "run"
-    line = fail_cli(capsys, "train", *overrides, f"hydra.run.dir={run_dir}")
+    line = fail_cli("train", *overrides, f"hydra.run.dir={run_dir}")
     assert expected in line
     assert not run_dir.exists()  # nothing left that looks like a run
 
 
-def test_eval_of_corrupted_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_eval_of_corrupted_checkpoint(fail_cli: Callable[..., str], tmp_path: Path) -> None:
     ckpt = tmp_path / "broken.ckpt"
     ckpt.write_bytes(b"\x00" * 64)
-    assert "corrupted" in fail_cli(capsys, "eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert "corrupted" in fail_cli("eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'e'}")
     assert "not found" in fail_cli(
-        capsys, "eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"
+        "eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"
     )
 
 
@@ -197,12 +183,11 @@ class NaNAfterSteps(TabularMLP):
 
 
 def test_nan_loss_stops_run_and_keeps_earlier_checkpoints(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    fail_cli: Callable[..., str], tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     # 420 training rows / 64 per batch = 7 steps per epoch: epochs 0 and 1 finish, epoch 2 diverges.
     line = fail_cli(
-        capsys,
         "train",
         "data.n_rows=600",
         "data.batch_size=64",

@@ -6,7 +6,7 @@ import gzip
 import json
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,28 +21,10 @@ from lit_dl.cli import main
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 N_PREDICT = 10
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def fail_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run a command that must fail: exit code 2 and exactly one ``error:`` line, no traceback."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, err
-    assert "Traceback" not in err
-    return error_lines[0]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +130,11 @@ def image_folder_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_corrupt_image_fails_in_one_line_or_is_skipped(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_corrupt_image_fails_in_one_line_or_is_skipped(fail_cli: Callable[..., str], tmp_path: Path) -> None:
     root = tmp_path / "images"
     bad = write_image_folder(root, corrupt=True)
     run_dir = tmp_path / "run"
-    line = fail_cli(capsys, *image_folder_args(root, run_dir, "trainer.max_epochs=1"))
+    line = fail_cli(*image_folder_args(root, run_dir, "trainer.max_epochs=1"))
     assert str(bad) in line and "data.skip_bad_files=true" in line
     assert not run_dir.exists()
 
@@ -218,13 +198,11 @@ def test_fashion_cnn_offline_from_files_in_data_root(tmp_path: Path) -> None:
     assert (run_dir / "plots" / "test_predictions.png").is_file()
 
 
-def test_missing_dataset_files_offline_fail_in_one_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_missing_dataset_files_offline_fail_in_one_line(fail_cli: Callable[..., str], tmp_path: Path) -> None:
     root = tmp_path / "no_files_here"
     run_dir = tmp_path / "run"
     args = ["train", "data=mnist", f"data.root={root}", "data.download=false", "model=cnn_classifier"]
-    line = fail_cli(capsys, *args, *QUIET, f"hydra.run.dir={run_dir}")
+    line = fail_cli(*args, *QUIET, f"hydra.run.dir={run_dir}")
     assert str(root) in line and "data.download=true" in line
     assert not run_dir.exists()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning
@@ -32,28 +32,10 @@ TINY = [
     "callbacks.model_summary=null",
 ]
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny recurrences: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def fail_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """Run a command that must fail: exit code 2 and exactly one ``error:`` line, no traceback."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1, err
-    assert "Traceback" not in err
-    return error_lines[0]
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +94,13 @@ def test_sample_writes_the_prompt_and_its_continuation(
 
 
 def test_sample_with_unknown_prompt_characters(
-    text_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fail_cli: Callable[..., str], text_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = sample_file(text_run, tmp_path / "r", "prompt=The_Cat", "length=20")
     assert text.startswith("The_Cat") and len(text) == len("The_Cat") + 20 + 1  # read as unknown: a warning
     assert "'C', 'T', '_'" in capsys.readouterr().out
     ckpt = text_run / "checkpoints" / "best.ckpt"
     line = fail_cli(
-        capsys,
         "sample",
         f"ckpt_path={ckpt}",
         "prompt=The_Cat",
@@ -128,25 +109,21 @@ def test_sample_with_unknown_prompt_characters(
     )
     assert "never saw in training: 'C', 'T', '_'" in line
     assert not (tmp_path / "x" / "samples.txt").exists()
-    line = fail_cli(
-        capsys, "sample", f"ckpt_path={ckpt}", "temperature=-1", f"hydra.run.dir={tmp_path / 'y'}"
-    )
+    line = fail_cli("sample", f"ckpt_path={ckpt}", "temperature=-1", f"hydra.run.dir={tmp_path / 'y'}")
     assert "temperature must be a number >= 0" in line
 
 
 def test_predict_on_a_language_model_points_to_sample(
-    text_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    text_run: Path, tmp_path: Path, fail_cli: Callable[..., str]
 ) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text("a,b\n1,2\n")
     ckpt = text_run / "checkpoints" / "best.ckpt"
-    line = fail_cli(
-        capsys, "predict", f"ckpt_path={ckpt}", f"input={rows}", f"hydra.run.dir={tmp_path / 'p'}"
-    )
+    line = fail_cli("predict", f"ckpt_path={ckpt}", f"input={rows}", f"hydra.run.dir={tmp_path / 'p'}")
     assert "lit-dl sample" in line
 
 
-def test_a_classifier_cannot_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_classifier_cannot_sample(tmp_path: Path, fail_cli: Callable[..., str]) -> None:
     classifier = ClassificationTask(
         net={"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": [4]},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
@@ -167,14 +144,14 @@ def test_a_classifier_cannot_sample(tmp_path: Path, capsys: pytest.CaptureFixtur
         },
         ckpt,
     )
-    line = fail_cli(capsys, "sample", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 's'}")
+    line = fail_cli("sample", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 's'}")
     assert "this model cannot sample" in line
 
 
-def test_empty_text_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_text_file_is_one_clear_error(tmp_path: Path, fail_cli: Callable[..., str]) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    line = fail_cli(capsys, "train", *TINY, f"data.path={empty}", f"hydra.run.dir={tmp_path / 'run'}")
+    line = fail_cli("train", *TINY, f"data.path={empty}", f"hydra.run.dir={tmp_path / 'run'}")
     assert line == f"error: text file is empty: {empty}"
     assert not (tmp_path / "run").exists()
 

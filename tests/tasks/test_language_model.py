@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,10 @@ NET = {
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.02}
 PERIODIC = "abcdefgh " * 150  # 1,350 characters with an obvious next character everywhere
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny recurrences: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*"),
+]
 
 
 def datamodule(tmp_path: Path, text: str = PERIODIC, **kwargs: Any) -> CharTextDataModule:
