@@ -123,6 +123,12 @@ class BaseTask(L.LightningModule):
         """The target as metrics compare it with :meth:`predictions`."""
         return target
 
+    def update_metrics(
+        self, metrics: MetricCollection, predictions: Tensor, target: Tensor, inputs: list[Tensor]
+    ) -> None:
+        """Feed one batch to the stage's metrics (override to give some metrics other predictions)."""
+        metrics.update(predictions, self.metric_target(target))
+
     def metric_collection(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
@@ -134,7 +140,7 @@ class BaseTask(L.LightningModule):
         predictions = self.predictions(output.detach())
         metrics = self.metric_collection(stage)
         if len(metrics):
-            metrics.update(predictions, self.metric_target(target))
+            self.update_metrics(metrics, predictions, target, inputs)
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",

@@ -115,34 +115,14 @@ class ForecastTask(BaseTask):
     def metric_target(self, target: Tensor) -> Tensor:
         return self.predictions(target)
 
-    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
-        """Loss and forecasts of one batch; updates the network's and the baseline's metrics.
-
-        The base step feeds one prediction to the whole collection; here ``naive_*``
-        metrics get the seasonal-naive forecast instead, on the same windows and targets.
-        """
-        x, naive, target = batch
-        output = self(x, naive)
-        loss = self.compute_loss(output, target)
-        predictions = self.predictions(output.detach())
-        metrics = self.metric_collection(stage)
-        if len(metrics):
-            actual, baseline = self.metric_target(target), self.predictions(naive)
-            for name, metric in metrics.items(keep_base=True, copy_state=False):
-                metric.update(baseline if name.startswith(NAIVE) else predictions, actual)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(target),
-            sync_dist=not on_step,
-        )
-        if len(metrics):
-            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(target))
-        return loss, predictions
+    def update_metrics(
+        self, metrics: MetricCollection, predictions: Tensor, target: Tensor, inputs: list[Tensor]
+    ) -> None:
+        """The ``naive_*`` metrics get the seasonal-naive forecast, on the same windows and targets."""
+        naive = inputs[1]  # batches are (x, naive, target)
+        actual, baseline = self.metric_target(target), self.predictions(naive)
+        for name, metric in metrics.items(keep_base=True, copy_state=False):
+            metric.update(baseline if name.startswith(NAIVE) else predictions, actual)
 
     def predict_output(self, output: Tensor) -> Tensor:
         """Forecasts flattened to one value per (window, step) row, as ``load_inputs`` lists them."""
