@@ -240,3 +240,35 @@ def test_gaps_in_a_numeric_time_column_become_missing_steps(tmp_path: Path) -> N
     series = dm.datasets["train"].series
     assert len(series) == STEPS
     assert unscale(dm, series[50, 0]) == pytest.approx(frame.loc[49, "y"], abs=1e-4)  # carried forward
+
+
+def test_missing_months_are_put_back_on_the_calendar(tmp_path: Path) -> None:
+    months = pd.date_range("2000-01-01", periods=72, freq="MS")
+    frame = pd.DataFrame(
+        {"Month": months.strftime("%Y-%m"), "y": np.arange(72.0) + 10 * np.sin(np.arange(72))}
+    )
+    frame = frame.drop(index=[20, 21, 50])  # three months missing
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    dm = ForecastDataModule(
+        path=str(tmp_path / "gaps.csv"), time_column="Month", target="y", window=12, horizon=6, season=12
+    )
+    dm.setup("fit")
+    _, future = dm.load_inputs(str(tmp_path / "gaps.csv"))
+    stamps = pd.to_datetime(future.iloc[:, 0])
+    assert list(stamps) == list(pd.date_range("2006-01-01", periods=6, freq="MS"))  # whole months, no drift
+
+
+def test_spans_that_leave_no_training_window_are_named(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"t": range(100), "y": np.sin(np.arange(100.0))})
+    frame.to_csv(tmp_path / "s.csv", index=False)
+    dm = ForecastDataModule(
+        path=str(tmp_path / "s.csv"),
+        time_column="t",
+        target="y",
+        window=12,
+        horizon=6,
+        season=12,
+        test_steps=90,
+    )
+    with pytest.raises(DataError, match=r"data\.test_steps"):
+        dm.setup("fit")

@@ -162,3 +162,20 @@ def test_activity_datamodule_feeds_a_recurrent_classifier() -> None:
 
     x, lengths, y = next(iter(dm.train_dataloader()))
     assert RecurrentClassifier(4, 1, hidden_size=8)(x, lengths).shape == (len(y), 1)
+
+
+def test_label_on_the_last_row_only_keeps_every_step(tmp_path: Path) -> None:
+    frame = long_frame(40).sort_values(["sid", "t"])
+    last = frame.groupby("sid")["t"].transform("max") == frame["t"]
+    frame.loc[~last, "label"] = None  # the label only on each sequence's last row
+    frame.to_csv(tmp_path / "last.csv", index=False)
+    dm = prepared(tmp_path / "last.csv")
+    lengths = torch.cat([d.lengths for d in dm.datasets.values()])
+    assert sorted(lengths.tolist()) == sorted(frame.groupby("sid").size().tolist())
+
+
+def test_continuous_target_is_refused(sequences_csv: Path) -> None:
+    with pytest.raises(DataError, match="looks continuous"):
+        SequenceDataModule(path=str(sequences_csv), id_column="sid", time_column="t", target="value").setup(
+            "fit"
+        )

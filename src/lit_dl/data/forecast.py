@@ -189,6 +189,20 @@ def infer_frequency(index: pd.DatetimeIndex) -> str | None:
     return getattr(freq, "freqstr", freq)
 
 
+def calendar_grid(index: pd.DatetimeIndex) -> tuple[str, pd.DatetimeIndex] | None:
+    """A month/quarter/year/week grid that holds every stamp of a series with gaps, or None.
+
+    ``pd.infer_freq`` needs the stamps complete; months have 28 to 31 days, so one missing
+    month also defeats a fixed step. The grid must not be mostly gaps (at most twice the rows).
+    """
+    weekly = f"W-{index[0].day_name()[:3].upper()}"
+    for freq in ("MS", "ME", "QS", "QE", "YS", "YE", weekly):
+        grid = pd.date_range(index[0], index[-1], freq=freq)
+        if len(grid) and len(grid) <= 2 * len(index) and index.isin(grid).all():
+            return freq, grid
+    return None
+
+
 def regular_grid(frame: pd.DataFrame, kind: str) -> GridSeries:
     """Put a time-indexed frame on its grid: evenly spaced stamps with gaps become missing rows.
 
@@ -203,6 +217,15 @@ def regular_grid(frame: pd.DataFrame, kind: str) -> GridSeries:
         freq = infer_frequency(frame.index)
         if freq is not None:
             return GridSeries(frame, kind, freq=freq)
+        calendar = calendar_grid(frame.index)
+        if calendar is not None:
+            freq, grid = calendar
+            log.warning(
+                "the series has %d missing time steps (gaps in its time column); they are filled "
+                "like missing values",
+                len(grid) - len(frame),
+            )
+            return GridSeries(frame.reindex(grid), kind, freq=freq)
     gaps = pd.Series(frame.index).diff().dropna()
     step = gaps.mode().iloc[0]
     ratios = (gaps / step if kind == "datetime" else gaps.astype("float64") / float(step)).to_numpy()
@@ -410,6 +433,12 @@ class ForecastDataModule(InMemoryDataModule):
         """Ends of the training and validation spans (the test span runs to ``steps``)."""
         val = self.val_steps if self.val_steps is not None else round(self.val_fraction * steps)
         test = self.test_steps if self.test_steps is not None else round(self.test_fraction * steps)
+        if steps - val - test < self.history + self.horizon:
+            raise DataError(
+                f"validation ({val}) and test ({test}) steps leave {steps - val - test} of the series' "
+                f"{steps} for training, fewer than one window needs ({self.history} + {self.horizon}); lower "
+                "data.val_steps / data.test_steps (or data.val_fraction / data.test_fraction)"
+            )
         return steps - val - test, steps - test
 
     # ------------------------------------------------------------------ fitting and encoding

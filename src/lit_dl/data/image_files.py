@@ -72,10 +72,10 @@ def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def load_image(path: Path, size: tuple[int, int] | None, channels: int) -> Tensor:
+def load_image(path: Path, size: tuple[int, int] | None, channels: int, hint: str = "") -> Tensor:
     """Decode one image file to a uint8 tensor ``(C, H, W)``, resized to ``size`` (H, W) if given.
 
-    Raises :class:`DataError` naming the file when it cannot be decoded.
+    Raises :class:`DataError` naming the file (and ``hint``, what to do) when it cannot be decoded.
     """
     try:
         with Image.open(path) as image:
@@ -84,9 +84,6 @@ def load_image(path: Path, size: tuple[int, int] | None, channels: int) -> Tenso
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(
-            f"cannot read image {path}: {str(err).splitlines()[0]} (set data.skip_bad_files=true "
-            "to skip unreadable files)"
-        ) from err
+        raise DataError(f"cannot read image {path}: {str(err).splitlines()[0]}{hint}") from err
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)

@@ -29,6 +29,7 @@ from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
 
+SKIP_HINT = " (set data.skip_bad_files=true to skip unreadable files)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 Arrays = tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
 
@@ -418,7 +419,7 @@ class ImageFolderDataModule(ImageDataModule):
         images, labels = [], []
         for path, label in listing.samples:
             try:
-                images.append(load_image(Path(path), self.image_size, self.channels))
+                images.append(load_image(Path(path), self.image_size, self.channels, SKIP_HINT))
             except DataError as err:
                 if not self.skip_bad_files:
                     raise

@@ -170,9 +170,18 @@ class SequenceDataModule(InMemoryDataModule):
             return
         frame = clean_frame(self.load_frame(self.path))
         features = self._check_columns(frame, labelled=True)
-        frame = frame.loc[frame[self.target].notna()]
         frame = self._sorted(frame)
-        labels = frame.groupby(self.id_column, sort=False)[self.target].last()
+        # The label may sit on every row or only on some (e.g. the last): take the last one given,
+        # keep all the steps, and drop only the sequences that have no label at all.
+        labels = frame.groupby(self.id_column, sort=False)[self.target].last().dropna()
+        frame = frame[frame[self.id_column].isin(labels.index)]
+        if labels.empty:
+            raise DataError(f"target column {self.target!r} has no values")
+        if labels.nunique() > max(20, 0.5 * len(labels)):
+            raise DataError(
+                f"target {self.target!r} has {labels.nunique()} distinct values over {len(labels)} "
+                "sequences: it looks continuous, not a label; set data.target to the label column"
+            )
         if self.classes is None:
             self.classes = fit_classes(labels, self.target, self.positive_label)
         y = encode_classes(labels, self.classes, self.target)
