@@ -73,10 +73,13 @@ class BaseTask(L.LightningModule):
     def output_size(self) -> int:
         raise NotImplementedError
 
+    def net_kwargs(self) -> dict[str, Any]:
+        """Sizes handed to the network's constructor besides its config entry."""
+        return {**dict(self.hparams.input_spec or {}), "out_features": self.output_size()}
+
     def configure_net(self) -> nn.Module:
-        spec = dict(self.hparams.input_spec or {})
         try:
-            return instantiate(self.hparams.net, **spec, out_features=self.output_size(), _convert_="all")
+            return instantiate(self.hparams.net, **self.net_kwargs(), _convert_="all")
         except Exception as err:  # Hydra wraps the real error; name the config entry
             cause = err.__cause__ or err
             raise ConfigError(
@@ -141,6 +144,18 @@ class BaseTask(L.LightningModule):
         metrics = self.metric_collection(stage)
         if len(metrics):
             self.update_metrics(metrics, predictions, target, inputs)
+        self.log_step(stage, loss, metrics, batch_size=len(target))
+        return loss, predictions
+
+    def log_step(
+        self,
+        stage: str,
+        loss: Tensor,
+        metrics: MetricCollection,
+        batch_size: int,
+        metrics_on_bar: bool = False,
+    ) -> None:
+        """Log the loss (per step in training, per epoch always) and the metric objects (per epoch)."""
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",
@@ -148,12 +163,17 @@ class BaseTask(L.LightningModule):
             on_step=on_step,
             on_epoch=True,
             prog_bar=True,
-            batch_size=len(target),
+            batch_size=batch_size,
             sync_dist=not on_step,
         )
         if len(metrics):
-            self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(target))
-        return loss, predictions
+            self.log_dict(
+                metrics,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                prog_bar=metrics_on_bar and not on_step,
+            )
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")[0]

@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from torch import Tensor, nn
+from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
@@ -78,7 +77,7 @@ class LanguageModelTask(BaseTask):
     def vocab_size(self) -> int:
         return len(self.vocabulary) + 1  # + the unknown character
 
-    def configure_net(self) -> nn.Module:
+    def net_kwargs(self) -> dict[str, Any]:
         # A language model's output size is its input vocabulary: no out_features.
         spec = {"vocab_size": self.vocab_size, **dict(self.hparams.input_spec or {})}
         if spec["vocab_size"] != self.vocab_size:
@@ -86,13 +85,7 @@ class LanguageModelTask(BaseTask):
                 f"input_spec.vocab_size={spec['vocab_size']} but the vocabulary has {self.vocab_size} "
                 "entries (characters + unknown)"
             )
-        try:
-            return instantiate(self.hparams.net, **spec, _convert_="all")
-        except Exception as err:  # Hydra wraps the real error; name the config entry
-            cause = err.__cause__ or err
-            raise ConfigError(
-                f"cannot build model.net ({self.hparams.net.get('_target_')}): {cause}"
-            ) from err
+        return spec
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({"bpc": BitsPerCharacter()})
@@ -125,19 +118,8 @@ class LanguageModelTask(BaseTask):
         metrics = self.metric_collection(stage)
         if len(metrics):
             metrics.update(nll.detach())
-        on_step = stage == "train"
         # Weighted by characters: a shorter last chunk counts for what it holds.
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=target.numel(),
-            sync_dist=not on_step,
-        )
-        if len(metrics):
-            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=not on_step)
+        self.log_step(stage, loss, metrics, batch_size=target.numel(), metrics_on_bar=True)
         return loss, nll.detach()
 
     def on_train_epoch_start(self) -> None:
