@@ -4,8 +4,8 @@ A DataLoader normally fetches one sample at a time and collates them; for small
 models on tabular data that per-sample Python work costs as much as the model.
 Here the dataset implements ``__getitems__`` (which PyTorch's fetcher calls with
 the whole list of indices of a batch), so one batch is one tensor indexing
-operation. The batch sampler stays a plain :class:`~torch.utils.data.BatchSampler`
-so Lightning can still swap in a ``DistributedSampler`` under DDP.
+operation. The loader is a plain ``batch_size`` DataLoader, so Lightning can still swap
+in a ``DistributedSampler`` under DDP.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 
 class TensorBatchDataset(Dataset):
@@ -57,10 +57,16 @@ def batch_loader(
     drop_last: bool = False,
     generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """A DataLoader that yields whole batches of ``dataset`` by index, no per-sample collation."""
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    """A DataLoader that yields whole batches of ``dataset`` by index, no per-sample collation.
+
+    A plain ``batch_size`` loader: PyTorch's fetcher hands the dataset's ``__getitems__`` the
+    whole list of indices of a batch, and Lightning can swap in its ``DistributedSampler``.
+    """
     return DataLoader(
         dataset,
-        batch_sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=generator,
         collate_fn=_already_batched,
     )
