@@ -24,16 +24,10 @@ ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
 IMAGE_SPEC = {"in_channels": 1, "image_size": [8, 8]}
 TABLE_SPEC = {"in_features": 4, "cat_cardinalities": []}
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*"),
+]
 
 
 @pytest.fixture

@@ -10,14 +10,7 @@ from torch import nn
 
 from lit_dl.nets import CNN, ConvBlock, ResNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny convolutions: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZES = [(8, 8), (28, 28), (32, 32), (64, 48)]
