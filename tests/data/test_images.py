@@ -293,7 +293,7 @@ def test_idx_files_are_read_offline(dataset: str, layout: str, tmp_path: Path) -
 
 def test_binarize_leaves_two_pixel_values(tmp_path: Path) -> None:
     write_idx_files(tmp_path, compressed=True)
-    dm = set_up(torchvision_dm("mnist", tmp_path, binarize=True))
+    dm = set_up(torchvision_dm("mnist", tmp_path, binarize="threshold"))
     raw = torch.cat([dm.datasets[s].images for s in ("train", "val", "test")])
     assert set(raw.unique().tolist()) == {0, 255}
     assert len(all_images(dm.datasets["train"]).unique()) == 2

@@ -44,12 +44,14 @@ class InMemoryImageDataset(Dataset):
         mean: Tensor,
         std: Tensor,
         transform: v2.Transform | None = None,
+        resample_binary: bool = False,
     ) -> None:
         self.images = images
         self.labels = labels
         self.mean = mean.view(-1, 1, 1)
         self.std = std.view(-1, 1, 1)
         self.transform = transform
+        self.resample_binary = resample_binary
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,6 +60,8 @@ class InMemoryImageDataset(Dataset):
         if self.transform is not None:
             images = torch.stack([self.transform(image) for image in images])
         floats = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if self.resample_binary:  # dynamic binarisation: a fresh 0/1 draw of every pixel each time
+            floats = torch.bernoulli(floats)
         return (floats - self.mean) / self.std
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
@@ -82,7 +86,17 @@ class ImageDataModule(InMemoryDataModule):
         split_seed: seed of the stratified split.
         augment: ``torchvision.transforms.v2`` entries (``_target_`` dicts) applied to training
             images, given as uint8 tensors ``(C, H, W)``, e.g. RandomCrop, RandomHorizontalFlip.
+        scale: ``standardize`` (per-channel mean 0 / std 1 from the training split: classifiers)
+            or ``unit`` (pixels in [0, 1]: what generative models (VAE, GAN) model).
+        binarize: ``false``; ``threshold`` (pixels >= 0.5 become 1, the rest 0); or ``stochastic``
+            (each pixel is 1 with probability its intensity: a fresh draw for every training
+            batch, one fixed, seeded draw for validation and test, the usual "binarised MNIST"
+            of likelihood papers). Binary pixels are served in [0, 1].
+        exclude_classes: class names or indices left out of training and validation but kept in
+            the test split (e.g. to score them as anomalies with a VAE).
     """
+
+    modality = "images"
 
     def __init__(
         self,
@@ -91,10 +105,18 @@ class ImageDataModule(InMemoryDataModule):
         test_fraction: float = 0.15,
         split_seed: int = 42,
         augment: Sequence[dict[str, Any]] | None = None,
+        scale: str = "standardize",
+        binarize: bool | str = False,
+        exclude_classes: Sequence[str | int] | None = None,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
             raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if scale not in ("standardize", "unit"):
+            raise DataError(f"data.scale must be 'standardize' or 'unit', got {scale!r}")
+        binarize = {True: "threshold", False: None, "false": None, "none": None}.get(binarize, binarize)
+        if binarize not in (None, "threshold", "stochastic"):
+            raise DataError(f"data.binarize must be false, 'threshold' or 'stochastic', got {binarize!r}")
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < float(value) < 1.0:
                 raise DataError(f"data.{name} must be between 0 and 1, got {value}")
@@ -104,6 +126,9 @@ class ImageDataModule(InMemoryDataModule):
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
         self.augment = list(augment or [])
+        self.binarize: str | None = binarize
+        self.scale = "unit" if binarize else scale  # binary pixels are modelled as 0/1
+        self.exclude_classes = [str(c) for c in exclude_classes or []]
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.task_type = "classification"
         self.classes: list[str] | None = None
@@ -141,15 +166,29 @@ class ImageDataModule(InMemoryDataModule):
         else:
             rest, test = arrays["train"], arrays["test"]
         train, val = self._split(*rest, self.val_fraction)
+        num_classes = int(max(rest[1].max(), test[1].max())) + 1
+        excluded = self.excluded_indices(
+            self.class_names(num_classes) if self.classes is None else self.classes
+        )
+        if excluded:
+            train, val = (self._without(*split, excluded) for split in (train, val))
         if self.mean is None:
-            self._fit(*train)
+            self._fit(*train, num_classes=num_classes)
         elif list(train[0].shape[1:]) != self.image_shape:
             raise DataError(
                 f"images are {list(train[0].shape[1:])}, the checkpoint expects {self.image_shape}"
             )
+        if self.binarize == "threshold":
+            train, val, test = (
+                (torch.where(x >= 128, 255, 0).to(torch.uint8), y) for x, y in (train, val, test)
+            )
+        elif self.binarize == "stochastic":  # evaluation splits: one seeded draw, the same every run
+            val, test = (
+                self._binary_draw(*split, seed=self.split_seed + i) for i, split in enumerate((val, test))
+            )
         augment = v2.Compose([instantiate(t) for t in self.augment]) if self.augment else None
         self.datasets = {
-            "train": self._dataset(*train, transform=augment),
+            "train": self._dataset(*train, transform=augment, resample_binary=self.binarize == "stochastic"),
             "val": self._dataset(*val),
             "test": self._dataset(*test),
         }
@@ -162,20 +201,54 @@ class ImageDataModule(InMemoryDataModule):
             len(self.classes),
         )
 
-    def _fit(self, images: Tensor, labels: Tensor) -> None:
+    def _fit(self, images: Tensor, labels: Tensor, num_classes: int) -> None:
         floats = images.float() / 255.0
-        self.mean = floats.mean(dim=(0, 2, 3)).tolist()
-        self.std = floats.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+        channels = images.shape[1]
+        if self.scale == "unit":
+            self.mean, self.std = [0.0] * channels, [1.0] * channels
+        else:
+            self.mean = floats.mean(dim=(0, 2, 3)).tolist()
+            self.std = floats.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
         self.image_shape = list(images.shape[1:])
-        num_classes = int(labels.max()) + 1
         self.classes = self.class_names(num_classes)
         self.class_counts = torch.bincount(labels, minlength=num_classes).tolist()
 
+    def excluded_indices(self, classes: Sequence[str]) -> list[int]:
+        """Indices of ``exclude_classes`` (given by name or index) among ``classes``."""
+        indices = []
+        for entry in self.exclude_classes:
+            if entry in classes:
+                indices.append(list(classes).index(entry))
+            elif entry.isdigit() and int(entry) < len(classes):
+                indices.append(int(entry))
+            else:
+                raise DataError(
+                    f"data.exclude_classes: no class {entry!r}; the classes are {', '.join(classes)}"
+                )
+        if len(set(indices)) >= len(classes):
+            raise DataError("data.exclude_classes leaves no class to train on")
+        return sorted(set(indices))
+
+    @staticmethod
+    def _without(images: Tensor, labels: Tensor, excluded: list[int]) -> Arrays:
+        keep = ~torch.isin(labels, torch.tensor(excluded))
+        return images[keep], labels[keep]
+
+    @staticmethod
+    def _binary_draw(images: Tensor, labels: Tensor, seed: int) -> Arrays:
+        generator = torch.Generator().manual_seed(seed)
+        draw = torch.rand(images.shape, generator=generator) * 255.0 < images.float()
+        return draw.to(torch.uint8) * 255, labels
+
     def _dataset(
-        self, images: Tensor, labels: Tensor | None, transform: v2.Transform | None = None
+        self,
+        images: Tensor,
+        labels: Tensor | None,
+        transform: v2.Transform | None = None,
+        resample_binary: bool = False,
     ) -> Dataset:
         return InMemoryImageDataset(
-            images, labels, torch.tensor(self.mean), torch.tensor(self.std), transform
+            images, labels, torch.tensor(self.mean), torch.tensor(self.std), transform, resample_binary
         )
 
     # ------------------------------------------------------------ prediction
@@ -199,11 +272,14 @@ class ImageDataModule(InMemoryDataModule):
     # ------------------------------------------------------------ task wiring and state
     def task_kwargs(self) -> dict[str, Any]:
         assert self.image_shape is not None
-        return {
+        kwargs: dict[str, Any] = {
             "input_spec": {"in_channels": self.image_shape[0], "image_size": self.image_shape[1:]},
             "class_names": list(self.classes),
             "class_counts": self.class_counts,
         }
+        if self.exclude_classes:  # only generative tasks (anomaly scoring) take this
+            kwargs["anomaly_classes"] = self.excluded_indices(self.classes)
+        return kwargs
 
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None:
@@ -288,7 +364,6 @@ class TorchvisionDataModule(ImageDataModule):
         dataset: ``mnist``, ``fashion_mnist`` or ``cifar10``.
         root: folder of the files.
         download: download when the files are missing.
-        binarize: threshold pixels at 0.5 (binarised MNIST for likelihood models).
         **kwargs: see :class:`ImageDataModule`.
     """
 
@@ -297,7 +372,6 @@ class TorchvisionDataModule(ImageDataModule):
         dataset: str = "fashion_mnist",
         root: str = "data",
         download: bool = True,
-        binarize: bool = False,
         **kwargs: Any,
     ) -> None:
         if dataset not in TORCHVISION_SETS:
@@ -306,7 +380,6 @@ class TorchvisionDataModule(ImageDataModule):
         self.dataset = dataset
         self.root = Path(root)
         self.download = bool(download)
-        self.binarize = bool(binarize)
         self.spec = TORCHVISION_SETS[dataset]
 
     def class_names(self, num_classes: int) -> list[str]:
@@ -359,8 +432,6 @@ class TorchvisionDataModule(ImageDataModule):
                 images, labels = read_cifar_batches(paths)
             if len(images) != len(labels):
                 raise DataError(f"{self.dataset} {split}: {len(images)} images but {len(labels)} labels")
-            if self.binarize:
-                images = np.where(images >= 128, 255, 0)
             arrays[split] = to_arrays(images, labels)
         return arrays
 
