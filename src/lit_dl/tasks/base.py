@@ -200,12 +200,17 @@ class BaseTask(L.LightningModule):
 
     # ------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta: dict[str, Any] = {"version": lit_dl.__version__, "task": class_path(self)}
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None:
-            meta["datamodule"] = class_path(datamodule)
-            meta["datamodule_hparams"] = to_plain(dict(datamodule.hparams))
-        checkpoint["lit_dl"] = meta
+        checkpoint["lit_dl"] = checkpoint_meta(self)
+
+
+def checkpoint_meta(module: L.LightningModule) -> dict[str, Any]:
+    """What ``eval``/``predict``/``sample`` need to rebuild a task and its data from a checkpoint alone."""
+    meta: dict[str, Any] = {"version": lit_dl.__version__, "task": class_path(module)}
+    datamodule = getattr(module._trainer, "datamodule", None) if module._trainer else None
+    if datamodule is not None:
+        meta["datamodule"] = class_path(datamodule)
+        meta["datamodule_hparams"] = to_plain(dict(datamodule.hparams))
+    return meta
 
 
 def softmax_or_sigmoid(logits: Tensor) -> Tensor:
