@@ -1,0 +1,357 @@
+"""Tables prepared for generative training: split, reversible transform, raw frames for the report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.batching import TensorBatchDataset, train_loader
+from lit_dl.data.churn import make_churn_frame
+from lit_dl.data.table_transform import TableTransform
+from lit_dl.data.tabular import (
+    DEFAULT_NA_VALUES,
+    MAX_AUTO_CLASSES,
+    absolute,
+    as_list,
+    clean_frame,
+    numeric_text_columns,
+    parse_numbers,
+    read_table,
+)
+from lit_dl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val", "test")
+
+
+class TrainingBySampling(Dataset):
+    """CTGAN's training-by-sampling: each row comes with a condition it satisfies.
+
+    For each requested row a categorical column is drawn uniformly, one of its categories with
+    probability proportional to the log of its frequency (so rare categories are seen often),
+    then a real row with that category. Items are ``(rows (B, D), conditions (B, cond_dim))``.
+    The draw is seeded by the batch's (shuffled) indices: reproducible, and different per batch
+    and per DDP rank.
+
+    Args:
+        data: transformed rows ``(N, D)``.
+        codes: slot of each categorical column per row ``(N, C)``.
+        sizes: slots per categorical column (their sum is ``cond_dim``).
+    """
+
+    def __init__(self, data: Tensor, codes: np.ndarray, sizes: Sequence[int]) -> None:
+        self.data = data
+        self.sizes = list(sizes)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.cond_dim = int(sum(self.sizes))
+        # Per column: rows sorted by category, where each category starts, how many rows it has.
+        self.order = [np.argsort(codes[:, j], kind="stable") for j in range(codes.shape[1])]
+        self.counts = [np.bincount(codes[:, j], minlength=k) for j, k in enumerate(self.sizes)]
+        self.starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in self.counts]
+        logs = [np.log1p(c) for c in self.counts]
+        self.probs = [w / w.sum() for w in logs]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        n = len(indices)
+        cond = np.zeros((n, self.cond_dim), dtype=np.float32)
+        if not self.sizes:
+            return self.data[torch.as_tensor(indices, dtype=torch.long)], torch.from_numpy(cond)
+        rng = np.random.default_rng([int(i) for i in indices])
+        column = rng.integers(len(self.sizes), size=n)
+        rows = np.empty(n, dtype=np.int64)
+        for j in np.unique(column):
+            chosen = np.flatnonzero(column == j)
+            category = rng.choice(self.sizes[j], size=len(chosen), p=self.probs[j])
+            pick = (rng.random(len(chosen)) * self.counts[j][category]).astype(np.int64)
+            rows[chosen] = self.order[j][self.starts[j][category] + pick]
+            cond[chosen, self.offsets[j] + category] = 1.0
+        return self.data[torch.from_numpy(rows)], torch.from_numpy(cond)
+
+
+def _already_batched(batch: Any) -> Any:
+    return batch
+
+
+class SyntheticTableDataModule(InMemoryDataModule):
+    """A table (CSV or Parquet) for training a generative model of its rows.
+
+    Cleaning as in :class:`~lit_dl.data.TabularDataModule` (NA markers, numbers stored as
+    text read as numbers); a seeded train/val/test split, stratified by ``target`` when one is
+    given; the :class:`~lit_dl.data.table_transform.TableTransform` fitted on training rows
+    only; batches are transformed rows ``(B, D)`` (and, for a task with
+    ``training_by_sampling = True``, conditions ``(B, cond_dim)``). The cleaned raw splits stay
+    in :attr:`frames` for the synthetic-data report; the fitted transform is saved in
+    checkpoints as plain data.
+
+    Args:
+        path: CSV or Parquet file.
+        target: a label column (stratifies the split, is the label of the report's
+            machine-learning efficacy, and is always categorical when it has few values).
+        drop: identifier columns: not modelled; samples get fresh ids.
+        categorical: numeric columns to model as categories (codes, flags).
+        column_names: names for a file without a header row.
+        na_values: cell values that mean "missing".
+        positive_label: the label counted as positive in the report's F1 (default: the rarer one).
+        test_path: a separate file of real held-out rows; otherwise carved from ``path``.
+        val_fraction, test_fraction: shares of rows for validation and test.
+        split_seed: seed of the split.
+        max_modes: mixture components per numeric column.
+        max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
+        batch_size: rows per batch.
+    """
+
+    task_type = "tabular_generative"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        target: str | None = None,
+        drop: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        column_names: Sequence[str] | None = None,
+        na_values: Sequence[str] = DEFAULT_NA_VALUES,
+        positive_label: str | None = None,
+        test_path: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 42,
+        max_modes: int = 10,
+        max_fit_rows: int = 20000,
+        batch_size: int = 500,
+    ) -> None:
+        super().__init__()
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < float(value) < 1.0:
+                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        if float(val_fraction) + (0 if test_path else float(test_fraction)) >= 0.9:
+            raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
+        if int(batch_size) < 1:
+            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+        drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
+        column_names = as_list("column_names", column_names) or None
+        path, test_path = absolute(path), absolute(test_path)
+        self.save_hyperparameters()
+        self.path, self.test_path = path, test_path
+        self.target = str(target) if target else None
+        self.drop, self.categorical, self.column_names = drop, categorical, column_names
+        self.na_values = list(na_values)
+        self.positive_label = None if positive_label is None else str(positive_label)
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.split_seed = int(split_seed)
+        self.max_modes, self.max_fit_rows = int(max_modes), int(max_fit_rows)
+        self.batch_size = int(batch_size)
+
+        # Fitted state (restored from a checkpoint by load_state_dict).
+        self.transform: TableTransform | None = None
+        self.numeric_text: list[str] = []  # text columns read as numbers
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.datasets: dict[str, TensorBatchDataset] = {}
+
+    # ------------------------------------------------------------------ loading
+    def load_frame(self, path: str | None) -> pd.DataFrame:
+        """Read the raw table. Subclasses override this to generate data."""
+        if not path:
+            raise DataError(
+                "data.path is not set: point it at a CSV or Parquet file, e.g. data.path=customers.csv"
+            )
+        return read_table(path, self.column_names, self.na_values)
+
+    def _load_clean(self, path: str | None) -> pd.DataFrame:
+        frame = clean_frame(self.load_frame(path), self.na_values)
+        wanted = [c for c in [self.target, *self.drop, *self.categorical] if c]
+        missing = [c for c in wanted if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"column(s) {', '.join(map(repr, missing))} not in {path or 'the data'}; "
+                f"columns are: {', '.join(map(str, frame.columns))} "
+                "(check data.target, data.drop, data.categorical)"
+            )
+        for col in self.numeric_text:
+            frame[col] = parse_numbers(frame[col])
+        return frame
+
+    def _categorical_columns(self, frame: pd.DataFrame) -> list[str]:
+        columns = list(self.categorical)
+        if self.target and self.target not in columns:
+            values = frame[self.target].dropna()
+            few = values.nunique() <= MAX_AUTO_CLASSES and (
+                not pd.api.types.is_numeric_dtype(values)
+                or bool(np.all(np.mod(values.to_numpy(float), 1) == 0))
+            )
+            if few:
+                columns.append(self.target)
+        return columns
+
+    def _align_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Labels of another file written as training labels (UCI Adult's test file ends ``>50K.``)."""
+        assert self.transform is not None
+        spec = next((c for c in self.transform.discrete if c["name"] == self.target), None)
+        if spec is None:
+            return frame
+        known = {str(c) for c in spec["categories"]}
+        frame = frame.copy()
+        frame[self.target] = frame[self.target].map(
+            lambda v: v[:-1] if isinstance(v, str) and v not in known and v.rstrip(".") in known else v
+        )
+        return frame
+
+    def _known_rows(self, frame: pd.DataFrame, split: str) -> pd.DataFrame:
+        """Rows whose categories were all seen in training (others cannot be transformed; warned)."""
+        assert self.transform is not None
+        keep = pd.Series(True, index=frame.index)
+        for spec in self.transform.discrete:
+            values = frame[spec["name"]]
+            known = {str(c) for c in spec["categories"]}
+            ok = values.map(lambda v, known=known: str(v) in known) | (values.isna() & spec["has_missing"])
+            keep &= ok
+        if not keep.all():
+            log.warning(
+                "%s split: %d row(s) with categories not seen in training left out", split, int((~keep).sum())
+            )
+        return frame.loc[keep].reset_index(drop=True)
+
+    # ------------------------------------------------------------------ setup
+    def _split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        stratify = None
+        if self.target:
+            labels = (
+                frame[self.target].astype(object).where(frame[self.target].notna(), "__missing__").astype(str)
+            )
+            stratify = labels if labels.value_counts().min() >= 2 else None
+        try:
+            rest, val = train_test_split(
+                frame, test_size=self.val_fraction, random_state=self.split_seed, stratify=stratify
+            )
+            splits = {"val": val}
+            if not self.test_path:
+                share = self.test_fraction / (1.0 - self.val_fraction)
+                strat = stratify.loc[rest.index] if stratify is not None else None
+                rest, test = train_test_split(
+                    rest, test_size=share, random_state=self.split_seed, stratify=strat
+                )
+                splits["test"] = test
+        except ValueError as err:
+            raise DataError(
+                f"cannot split {len(frame)} rows into train/val/test ({err}); "
+                "use more rows or change data.val_fraction / data.test_fraction"
+            ) from err
+        splits["train"] = rest
+        return {k: v.reset_index(drop=True) for k, v in splits.items()}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        fitted = self.transform is not None
+        if not fitted:
+            raw = clean_frame(self.load_frame(self.path), self.na_values)
+            skip = set(self.categorical) | set(self.drop) | ({self.target} if self.target else set())
+            self.numeric_text = [c for c in numeric_text_columns(raw, list(raw.columns)) if c not in skip]
+            if self.numeric_text:
+                log.info("reading text column(s) as numbers: %s", ", ".join(self.numeric_text))
+        frame = self._load_clean(self.path)
+        splits = self._split(frame)
+        if self.test_path:
+            splits["test"] = self._load_clean(self.test_path)
+        if not fitted:
+            self.transform = TableTransform.fit(
+                splits["train"],
+                categorical=self._categorical_columns(splits["train"]),
+                ids=self.drop,
+                max_modes=self.max_modes,
+                max_fit_rows=self.max_fit_rows,
+                seed=self.split_seed,
+            )
+        for name in ("val", "test"):
+            splits[name] = self._known_rows(self._align_labels(splits[name]), name)
+        self.frames = splits
+        self.datasets = {
+            name: TensorBatchDataset(torch.from_numpy(self.transform.transform(splits[name])))
+            for name in STAGES
+        }
+        log.info(
+            "data: %d rows train / %d val / %d test, %d columns -> %d transformed features",
+            *(len(self.frames[s]) for s in STAGES),
+            len(self.transform.modelled),
+            self.transform.output_dim,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        task = self.trainer.lightning_module if self.trainer is not None else None
+        if not getattr(task, "training_by_sampling", False):
+            return super().train_dataloader()
+        assert self.transform is not None
+        data = self.datasets["train"].tensors[0]
+        dataset = TrainingBySampling(
+            data,
+            self.transform.category_codes(data.numpy()),
+            [self.transform._one_hot_size(c) for c in self.transform.discrete],
+        )
+        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return train_loader(dataset, self.batch_size, generator=generator)
+
+    # ------------------------------------------------------------------ report helpers
+    def resolved_positive_label(self) -> str | None:
+        """The target label counted as positive: ``positive_label``, else the rarer of two classes."""
+        if not self.target:
+            return None
+        if self.positive_label is not None:
+            return self.positive_label
+        train = self.frames.get("train")
+        if train is None:
+            return None
+        counts = train[self.target].astype(str).value_counts()
+        return str(counts.index[-1]) if len(counts) == 2 else None
+
+    # ------------------------------------------------------------------ task wiring
+    def task_kwargs(self) -> dict[str, Any]:
+        """The fitted transform, as plain data: a task needs it to build its networks and to sample."""
+        assert self.transform is not None, "setup() first"
+        return {"transform": self.transform.state_dict()}
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted transform as plain data; Lightning stores it in every checkpoint."""
+        if self.transform is None:
+            return {}
+        return {"transform": self.transform.state_dict(), "numeric_text": list(self.numeric_text)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        self.transform = TableTransform.from_state_dict(state_dict["transform"])
+        self.numeric_text = list(state_dict.get("numeric_text", []))
+
+
+class ChurnSyntheticDataModule(SyntheticTableDataModule):
+    """:class:`SyntheticTableDataModule` over the embedded synthetic churn table (no download).
+
+    Args:
+        n_rows: customers to generate.
+        data_seed: seed of the churn generator.
+        **kwargs: everything :class:`SyntheticTableDataModule` takes; with ``path`` set, that file is read.
+    """
+
+    def __init__(self, n_rows: int = 10000, data_seed: int = 0, **kwargs: Any) -> None:
+        kwargs.setdefault("target", "churn")
+        kwargs.setdefault("drop", ["customer_id"])
+        super().__init__(**kwargs)
+        self.n_rows = int(n_rows)
+        self.data_seed = int(data_seed)
+
+    def load_frame(self, path: str | None) -> pd.DataFrame:
+        if path:
+            return super().load_frame(path)
+        return make_churn_frame(self.n_rows, self.data_seed)
