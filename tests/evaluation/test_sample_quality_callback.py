@@ -85,7 +85,8 @@ def test_callback_logs_falling_fid_the_floor_and_writes_its_history(
         dirpath=str(tmp_path),
     )
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/fid", mode="min")
-    trainer = fast_trainer(tmp_path, [quality, checkpoint])
+    worst = ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="worst", monitor="val/fid", mode="max")
+    trainer = fast_trainer(tmp_path, [quality, checkpoint, worst])
     model = ToyGenerator(real)
     trainer.fit(model, datamodule=datamodule)
 
@@ -99,6 +100,9 @@ def test_callback_logs_falling_fid_the_floor_and_writes_its_history(
     assert checkpoint.best_model_path.endswith("epoch=2-step=3.ckpt")  # the lowest FID: the last epoch
     assert len(quality.real["val"]) == min(120, len(datamodule.datasets["val"]))
 
+    # Restoring an earlier checkpoint (its callback state has epoch 0 only) keeps the later epochs.
+    trainer.validate(model, datamodule=datamodule, ckpt_path=worst.best_model_path, verbose=False)
+    assert sorted(quality.history) == [0, 1, 2] and quality.history[2]["fid"] == fids[2]
     trainer.test(model, datamodule=datamodule, verbose=False)
     logged = trainer.callback_metrics
     assert set(logged) >= {f"test/{n}" for n in ("fid", "kid", "precision", "recall", "fid_real", "kid_real")}

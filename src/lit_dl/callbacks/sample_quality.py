@@ -52,7 +52,8 @@ class SampleQuality(L.Callback):
         k: nearest neighbours of the precision/recall manifolds.
         seed: seed of the generated samples, the real subsets and the KID subsets.
         batch_size: images generated and passed through the feature network at a time.
-        kid_subsets, kid_subset_size: KID's random subsets.
+        kid_subsets, kid_subset_size: KID's random subsets (the size is capped at the sample count;
+            at the cap every subset is the whole set and the KID spread is 0).
         train_epochs: epochs of a feature classifier trained by this callback.
         dirpath: folder of ``sample_quality.json`` (default: ``trainer.default_root_dir``).
     """
@@ -246,7 +247,10 @@ class SampleQuality(L.Callback):
         return {"history": dict(self.history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = {int(epoch): figures for epoch, figures in state_dict.get("history", {}).items()}
+        # Merged, not replaced: validating or testing an earlier (best) checkpoint after fitting
+        # restores callback states too, and must not drop the epochs measured since.
+        restored = {int(epoch): figures for epoch, figures in state_dict.get("history", {}).items()}
+        self.history = {**restored, **self.history}
 
 
 __all__ = ["SampleQuality"]
