@@ -61,9 +61,8 @@ def report(out: Path) -> bool:
     falls = last < 0.5 * first
     verdict = "falls well below the first epoch" if falls else "NOT under half the first epoch's"
     floor = saved["floor"]["val"]["fid"]
-    print(
-        f"\nvalidation FID: epoch {epochs[0]} {first:.4g} -> epoch {epochs[-1]} {last:.4g} (floor {floor:.4g}): {verdict}"
-    )
+    change = f"epoch {epochs[0]} {first:.4g} -> epoch {epochs[-1]} {last:.4g} (floor {floor:.4g})"
+    print(f"\nvalidation FID: {change}: {verdict}")
     return falls
 
 
