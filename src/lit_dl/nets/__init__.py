@@ -1,6 +1,16 @@
 """Networks: plain ``nn.Module``s with typed arguments; no Lightning, Hydra or W&B in here."""
 
 from lit_dl.nets.cnn import CNN, ConvBlock, ResNet
+from lit_dl.nets.generative import (
+    ConvDecoder,
+    ConvEncoder,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    MLPDecoder,
+    MLPDiscriminator,
+    MLPEncoder,
+    MLPGenerator,
+)
 from lit_dl.nets.mlp import MLP, TabularMLP
 from lit_dl.nets.rnn import CharRNN, RecurrentClassifier, RecurrentEncoder, RecurrentForecaster
 
@@ -9,6 +19,14 @@ __all__ = [
     "MLP",
     "CharRNN",
     "ConvBlock",
+    "ConvDecoder",
+    "ConvEncoder",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "MLPDecoder",
+    "MLPDiscriminator",
+    "MLPEncoder",
+    "MLPGenerator",
     "RecurrentClassifier",
     "RecurrentEncoder",
     "RecurrentForecaster",

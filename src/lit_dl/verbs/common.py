@@ -18,6 +18,7 @@ from rich.table import Table
 
 from lit_dl.errors import CheckpointError, ConfigError, LitDLError
 from lit_dl.tasks.base import BaseTask
+from lit_dl.tasks.generative import GenerativeTask
 from lit_dl.utils import atomic_write_text, to_plain, write_json
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ EXAMPLE_MODEL = {
     "forecasting": "lstm_forecaster",
     "language_model": "char_lstm",
 }
+# Tasks are LightningModules of one of these bases (they write the checkpoint metadata verbs read).
+TASK_BASES = (BaseTask, GenerativeTask)
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -59,21 +62,37 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return build(cfg.data, "data", _recursive_=False)
 
 
-def task_class(target: str) -> type[BaseTask]:
+def task_class(target: str) -> type[BaseTask | GenerativeTask]:
     try:
         cls = get_class(target)
     except Exception as err:
         raise ConfigError(f"model._target_ {target!r} cannot be imported: {err}") from err
-    if not (isinstance(cls, type) and issubclass(cls, BaseTask)):
+    if not (isinstance(cls, type) and issubclass(cls, TASK_BASES)):
         raise ConfigError(
-            f"model._target_ {target!r} is not a lit_dl task (a subclass of lit_dl.tasks.BaseTask)"
+            f"model._target_ {target!r} is not a lit_dl task "
+            "(a subclass of lit_dl.tasks.BaseTask or lit_dl.tasks.GenerativeTask)"
         )
     return cls
 
 
-def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask:
+def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask | GenerativeTask:
     """Instantiate the task, handing it what the (set-up) datamodule knows about the data."""
     cls = task_class(model_cfg._target_)
+    kwargs = datamodule.task_kwargs()
+    modality = getattr(cls, "data_modality", None)
+    if modality is not None:  # generative models care about the kind of data, not its labels
+        data_modality = getattr(datamodule, "modality", None)
+        if data_modality != modality:
+            raise ConfigError(
+                f"model={cls.__name__} needs {modality} data but data={type(datamodule).__name__} "
+                f"gives {data_modality or 'something else'} (e.g. data=digits or data=fashion_mnist)"
+            )
+        return build(model_cfg, "model", _recursive_=False, **kwargs)
+    if "anomaly_classes" in kwargs:
+        raise ConfigError(
+            "data.exclude_classes is for generative models (a VAE scores the held-out classes as "
+            f"anomalies); {cls.__name__} is a classifier: set data.exclude_classes=[]"
+        )
     data_type = getattr(datamodule, "task_type", None)
     if data_type and cls.task_type and data_type != cls.task_type:
         raise ConfigError(
@@ -81,7 +100,7 @@ def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask:
             f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL.get(data_type, '...')})"
             + (" or set data.task" if data_type in ("classification", "regression") else "")
         )
-    return build(model_cfg, "model", _recursive_=False, **datamodule.task_kwargs())
+    return build(model_cfg, "model", _recursive_=False, **kwargs)
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
@@ -115,7 +134,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def restore_from_checkpoint(
     path: str | Path, data_overrides: Mapping[str, Any] | None = None
-) -> tuple[BaseTask, L.LightningDataModule]:
+) -> tuple[BaseTask | GenerativeTask, L.LightningDataModule]:
     """Rebuild the task and its datamodule (with fitted preprocessing) from a checkpoint alone."""
     checkpoint = load_checkpoint(path)
     meta = checkpoint.get("lit_dl")

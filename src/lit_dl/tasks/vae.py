@@ -1,0 +1,225 @@
+"""Variational autoencoder (Kingma & Welling 2014) for images: ELBO training, importance-sampled NLL."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torch.distributions import Normal, kl_divergence
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAUROC
+
+from lit_dl.errors import ConfigError
+from lit_dl.tasks.generative import ImageGenerativeTask
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAETask(ImageGenerativeTask):
+    """A VAE: encoder ``q(z|x)``, standard normal prior, decoder ``p(x|z)``.
+
+    All figures are in nats per image: ``recon`` = ``-E_q[log p(x|z)]``, ``kl`` =
+    ``KL(q(z|x) || p(z))``, ``nelbo`` = their sum (an upper bound on ``-log p(x)``), and
+    at test time ``nll``, the importance-weighted estimate of ``-log p(x)`` with
+    ``nll_samples`` draws from ``q`` (Burda et al. 2016), which tightens towards the true
+    value as the number of draws grows.
+
+    Args:
+        encoder: ``_target_`` entry of a network ``x -> (mean, log_variance)`` (e.g. ConvEncoder).
+        decoder: ``_target_`` entry of a network ``z -> (B, C, H, W)`` likelihood parameters.
+        optimizer: ``_target_`` entry of the optimiser (``_partial_: true``).
+        latent_dim: width of ``z``.
+        likelihood: ``bernoulli`` (binary pixels; decoder gives logits) or ``gaussian``
+            (decoder gives the mean; one learned scale per channel).
+        beta: weight of the KL term in the training loss (1: the ELBO; >1: beta-VAE).
+        kl_warmup_epochs: the KL weight rises linearly from 0 to ``beta`` over these epochs
+            (validation and test always report the true ELBO).
+        nll_samples: importance samples per test image for ``test/nll`` (0: skip).
+        scheduler: ``_target_`` entry of an LR scheduler (``_partial_: true``) or None.
+        scheduler_monitor: the metric a ReduceLROnPlateau scheduler watches.
+    """
+
+    def __init__(
+        self,
+        encoder: dict[str, Any],
+        decoder: dict[str, Any],
+        optimizer: dict[str, Any],
+        latent_dim: int = 32,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+        kl_warmup_epochs: int = 0,
+        nll_samples: int = 100,
+        scheduler: dict[str, Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+        input_spec: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        class_counts: list[int] | None = None,
+        anomaly_classes: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+        if beta < 0 or kl_warmup_epochs < 0 or nll_samples < 0 or latent_dim < 1:
+            raise ConfigError(
+                "model.beta, model.kl_warmup_epochs and model.nll_samples must be >= 0, model.latent_dim >= 1"
+            )
+        self.save_hyperparameters()
+        self.plain_hparams()
+        geometry = self.image_geometry()
+        self.encoder = self.build_part("encoder", **geometry, latent_dim=latent_dim)
+        self.decoder = self.build_part("decoder", **geometry, latent_dim=latent_dim)
+        # Gaussian likelihood: log standard deviation per channel, learned with the networks.
+        self.log_scale = (
+            nn.Parameter(torch.zeros(geometry["in_channels"])) if likelihood == "gaussian" else None
+        )
+        terms = MetricCollection({name: MeanMetric() for name in ("nelbo", "recon", "kl")})
+        self.train_metrics = terms.clone(prefix="train/")
+        self.val_metrics = terms.clone(prefix="val/")
+        self.test_metrics = terms.clone(prefix="test/")
+        self.test_nll = MeanMetric()
+        self.anomaly_auroc = BinaryAUROC() if anomaly_classes else None
+
+    # ------------------------------------------------------------ model
+    def encode(self, x: Tensor) -> Normal:
+        mean, log_var = self.encoder(x)
+        return Normal(mean.float(), torch.exp(0.5 * log_var.float()))
+
+    def log_likelihood(self, params: Tensor, x: Tensor) -> Tensor:
+        """``log p(x|z)`` per image (summed over pixels, nats), from the decoder's output ``params``."""
+        params, x = params.float(), x.float()
+        if self.hparams.likelihood == "bernoulli":
+            per_pixel = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        else:
+            assert self.log_scale is not None
+            scale = self.log_scale.float().exp().view(1, -1, 1, 1).expand_as(params)
+            per_pixel = Normal(params, scale).log_prob(x)
+        return per_pixel.flatten(1).sum(dim=1)
+
+    def decode_mean(self, params: Tensor) -> Tensor:
+        """The decoder's expected image in [0, 1] (Bernoulli probabilities or the Gaussian mean)."""
+        params = params.float()
+        return torch.sigmoid(params) if self.hparams.likelihood == "bernoulli" else params.clamp(0, 1)
+
+    def elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-image reconstruction term ``-log p(x|z)`` (one reparameterised draw) and KL, in nats."""
+        posterior = self.encode(x)
+        z = posterior.rsample()  # reparameterisation: z = mean + std * eps, differentiable in both
+        recon = -self.log_likelihood(self.decoder(z), x)
+        prior = Normal(torch.zeros_like(posterior.loc), torch.ones_like(posterior.scale))
+        kl = kl_divergence(posterior, prior).sum(dim=1)
+        return recon, kl
+
+    def importance_nll(self, x: Tensor, samples: int, chunk: int = 64) -> Tensor:
+        """``-log p(x)`` per image by importance sampling with ``samples`` draws from ``q(z|x)``.
+
+        ``log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K``; an
+        estimate of a lower bound on ``log p(x)`` that tightens as K grows (Burda et al. 2016).
+        """
+        posterior = self.encode(x)
+        prior = Normal(torch.zeros_like(posterior.loc), torch.ones_like(posterior.scale))
+        log_weights = []
+        for start in range(0, samples, chunk):
+            k = min(chunk, samples - start)
+            z = posterior.sample((k,))  # (k, B, L)
+            params = self.decoder(z.flatten(0, 1))
+            log_px_z = self.log_likelihood(params, x.repeat(k, *([1] * (x.ndim - 1)))).view(k, len(x))
+            log_weights.append(log_px_z + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1))
+        return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(samples))
+
+    def kl_weight(self) -> float:
+        """The KL weight of the training loss: rises step by step to ``beta`` over the warm-up epochs."""
+        beta = float(self.hparams.beta)
+        if not self.hparams.kl_warmup_epochs:
+            return beta
+        warmup_steps = self.hparams.kl_warmup_epochs * max(1, int(self.trainer.num_training_batches))
+        return beta * min(1.0, (self.global_step + 1) / warmup_steps)
+
+    # ------------------------------------------------------------ steps
+    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
+        x = batch[0]
+        recon, kl = self.elbo_terms(x)
+        nelbo = recon + kl
+        loss = (recon + self.kl_weight() * kl).mean() if stage == "train" else nelbo.mean()
+        metrics = getattr(self, f"{stage}_metrics")
+        for name, value in (("nelbo", nelbo), ("recon", recon), ("kl", kl)):
+            metrics[name].update(value.detach())
+        on_step = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=not on_step,
+        )
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
+        return loss, nelbo.detach()
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        _, nelbo = self.shared_step(batch, "test")
+        x = batch[0]
+        if self.hparams.nll_samples:
+            self.test_nll.update(self.importance_nll(x, self.hparams.nll_samples))
+            self.log("test/nll", self.test_nll, on_epoch=True, batch_size=len(x))
+        if self.anomaly_auroc is not None and len(batch) > 1:
+            anomalous = torch.isin(batch[1], torch.tensor(self.hparams.anomaly_classes, device=x.device))
+            self.anomaly_auroc.update(nelbo, anomalous.long())
+            self.log("test/anomaly_auroc", self.anomaly_auroc, on_epoch=True, batch_size=len(x))
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """``lit-dl predict``: the negative ELBO of each image (nats), an anomaly score."""
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        recon, kl = self.elbo_terms(x)
+        return (recon + kl).unsqueeze(-1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer("optimizer", self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
+        }
+
+    # ------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(
+        self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None
+    ) -> Tensor:
+        """Decoded means of ``n`` draws from the prior, pixels in [0, 1]."""
+        return self.decode_mean(self.decoder(self.latent(n, generator)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decoded posterior means of ``x``, pixels in [0, 1]."""
+        return self.decode_mean(self.decoder(self.encode(x).loc))
+
+    @torch.no_grad()
+    def interpolate(self, start: Tensor, end: Tensor, steps: int = 8) -> Tensor:
+        """Decoded points between the posterior means of ``start`` and ``end``: ``(B * steps, C, H, W)``."""
+        z0, z1 = self.encode(start).loc, self.encode(end).loc
+        weights = torch.linspace(0, 1, steps, device=z0.device).view(1, steps, 1)
+        path = z0.unsqueeze(1) * (1 - weights) + z1.unsqueeze(1) * weights  # (B, steps, L)
+        return self.decode_mean(self.decoder(path.flatten(0, 1)))
+
+    def summarize(self, metrics: dict[str, float]) -> str | None:
+        if "test/nelbo" not in metrics:
+            return None
+        text = f"test negative ELBO {metrics['test/nelbo']:.2f} nats per image"
+        if "test/nll" in metrics:
+            text += f", importance-sampled NLL ({self.hparams.nll_samples} samples) {metrics['test/nll']:.2f}"
+        if "test/anomaly_auroc" in metrics:
+            text += f"; anomaly AUROC of held-out classes {metrics['test/anomaly_auroc']:.3f}"
+        return text
