@@ -1,0 +1,73 @@
+"""``lit-dl report real=train.csv synthetic=s.csv holdout=test.csv target=COL``: judge a synthetic table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from lit_dl.data.tabular import as_list, clean_frame, numeric_text_columns, parse_numbers, read_table
+from lit_dl.errors import ConfigError, DataError
+from lit_dl.evaluation.synthetic_report import build_report, summary_lines, write_report
+from lit_dl.utils import to_plain
+from lit_dl.verbs.common import check_required
+
+
+def load(path: str, column_names: list[str] | None, na_values: list[str], key: str) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise DataError(f"{key} file not found: {path} (check {key}=)")
+    return clean_frame(read_table(path, column_names, na_values), na_values)
+
+
+def align_labels(frame: pd.DataFrame, reference: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Labels written with a trailing period (UCI Adult's test file: ``>50K.``) as in ``reference``."""
+    known = set(reference[target].dropna().astype(str))
+    frame = frame.copy()
+    frame[target] = frame[target].map(
+        lambda v: v[:-1] if isinstance(v, str) and v not in known and v.rstrip(".") in known else v
+    )
+    return frame
+
+
+def report(cfg: DictConfig) -> dict[str, Any]:
+    """Compare ``cfg.synthetic`` with real rows; write report.json, report.md and plots in ``output_dir``."""
+    check_required(cfg)
+    na_values = [str(v) for v in cfg.na_values]
+    names = as_list("column_names", to_plain(cfg.column_names)) or None
+    real = load(cfg.real, names, na_values, "real")
+    synthetic = load(cfg.synthetic, None, na_values, "synthetic")
+    holdout = load(cfg.holdout, names, na_values, "holdout") if cfg.holdout else None
+    target = cfg.target
+    if target and target not in real.columns:
+        raise ConfigError(
+            f"target {target!r} is not a column of {cfg.real}; columns are: {', '.join(real.columns)}"
+        )
+    # Numbers stored as text in the real table are compared as numbers, as the generator modelled them.
+    frames = [real, synthetic] + ([holdout] if holdout is not None else [])
+    for column in numeric_text_columns(real, [c for c in real.columns if c != target]):
+        for frame in frames:
+            if column in frame.columns:
+                frame[column] = parse_numbers(frame[column])
+    if holdout is not None and target:
+        holdout = align_labels(holdout, real, target)
+    result = build_report(
+        real,
+        synthetic,
+        holdout=holdout,
+        target=target,
+        positive_label=None if cfg.positive_label is None else str(cfg.positive_label),
+        categorical=as_list("categorical", to_plain(cfg.categorical)),
+        ignore=as_list("drop", to_plain(cfg.drop)),
+        seed=int(cfg.seed),
+    )
+    path = write_report(result, cfg.output_dir, real, synthetic)
+    for line in summary_lines(result):
+        print(line)
+    if holdout is None:
+        print(
+            "no holdout= file: ML efficacy and the privacy comparison need real rows the generator never saw"
+        )
+    print(f"report: {path}")
+    return result

@@ -1,0 +1,157 @@
+"""Each report metric against a small case worked out by hand; the files the report writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from sklearn.linear_model import LogisticRegression
+
+from lit_dl.cli import CONFIG_DIR
+from lit_dl.evaluation.synthetic_report import (
+    build_report,
+    categorical_shape,
+    contingency_similarity,
+    correlation_similarity,
+    exact_copies,
+    ml_efficacy,
+    numeric_shape,
+    privacy,
+    write_report,
+)
+
+
+def test_numeric_shape_is_one_minus_ks() -> None:
+    # ECDFs differ most just below 10: real has all 4 values <= 4, synthetic 3 of 4 -> KS 0.25.
+    assert numeric_shape(pd.Series([1.0, 2, 3, 4]), pd.Series([1.0, 2, 3, 10])) == pytest.approx(0.75)
+    assert numeric_shape(pd.Series([1.0, 2, np.nan]), pd.Series([1.0, 2])) == pytest.approx(
+        1.0
+    )  # gaps ignored
+
+
+def test_categorical_shape_is_one_minus_tvd_with_missing_as_a_category() -> None:
+    # p = (a .5, b .5), q = (a .75, b .25): TVD = (.25 + .25) / 2 = .25.
+    assert categorical_shape(pd.Series(list("aabb")), pd.Series(list("aaab"))) == pytest.approx(0.75)
+    # p = (a .5, missing .5), q = (a 1): TVD .5.
+    assert categorical_shape(pd.Series(["a", None, "a", None]), pd.Series(["a"] * 4)) == pytest.approx(0.5)
+
+
+def test_correlation_similarity() -> None:
+    real = pd.DataFrame({"x": [1.0, 2, 3, 4], "y": [2.0, 4, 6, 8]})  # r = 1
+    flipped = pd.DataFrame({"x": [1.0, 2, 3, 4], "y": [8.0, 6, 4, 2]})  # r = -1
+    assert correlation_similarity(real, flipped, "x", "y") == pytest.approx(0.0)
+    assert correlation_similarity(real, real, "x", "y") == pytest.approx(1.0)
+
+
+def test_contingency_similarity() -> None:
+    kinds = {"a": "categorical", "b": "categorical"}
+    real = pd.DataFrame({"a": list("xxyy"), "b": list("uuvv")})  # xu .5, yv .5
+    half = pd.DataFrame({"a": list("xxyy"), "b": list("uuuv")})  # xu .5, yu .25, yv .25
+    assert contingency_similarity(real, half, "a", "b", kinds) == pytest.approx(0.75)
+    swapped = pd.DataFrame({"a": list("xxyy"), "b": list("vvuu")})
+    assert contingency_similarity(real, swapped, "a", "b", kinds) == pytest.approx(0.0)
+
+
+def test_exact_copies_count_rows_equal_in_every_column() -> None:
+    kinds = {"n": "numeric", "c": "categorical"}
+    train = pd.DataFrame({"n": [1.0, 2.0, np.nan], "c": ["a", "b", None]})
+    other = pd.DataFrame({"n": [1.0, 2.0, np.nan, 1.0], "c": ["a", "a", None, "a"]})
+    assert exact_copies(train, other, kinds) == 3  # (1, a) twice and (missing, missing)
+
+
+def test_privacy_distances_by_hand() -> None:
+    kinds = {"x": "numeric"}
+    train = pd.DataFrame({"x": [0.0, 10.0]})  # min-max scaled to 0 and 1
+    holdout = pd.DataFrame({"x": [4.0, 6.0]})  # 0.4 and 0.6: 0.4 from training either way
+    synthetic = pd.DataFrame({"x": [0.0, 9.0]})  # 0 and 0.1 from training; 0.4 and 0.3 from held-out rows
+    result = privacy(train, synthetic, holdout, kinds)
+    assert result["dcr_synthetic"]["median"] == pytest.approx(0.05)
+    assert result["dcr_holdout"]["median"] == pytest.approx(0.4)
+    assert result["closer_to_train_share"] == pytest.approx(1.0)
+    assert result["exact_copies"] == 1
+    assert result["no_closer_than_holdout"] is False
+    far = pd.DataFrame({"x": [5.0, 5.0]})  # 0.5 from training, 0.1 from held-out rows
+    assert privacy(train, far, holdout, kinds)["no_closer_than_holdout"] is True
+
+
+def test_ml_efficacy_tstr_against_trtr() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, 200)
+    real = pd.DataFrame({"x": x, "y": np.where(x > 0, "pos", "neg")})
+    holdout = real.sample(80, random_state=1)
+    wrong = real.assign(y=np.where(real["x"] > 0, "neg", "pos"))  # a generator that flipped the label
+    kinds = {"x": "numeric", "y": "categorical"}
+    result = ml_efficacy(real, wrong, holdout, "y", "pos", kinds, {"lr": LogisticRegression()})
+    assert result["classifiers"]["lr"]["trtr"]["f1"] == pytest.approx(1.0)
+    assert result["classifiers"]["lr"]["trtr"]["auroc"] == pytest.approx(1.0)
+    assert result["classifiers"]["lr"]["tstr"]["f1"] == pytest.approx(0.0)
+    assert result["classifiers"]["lr"]["tstr"]["auroc"] == pytest.approx(0.0)
+    assert result["mean"]["tstr"]["f1"] == pytest.approx(0.0)
+    one_class = real.assign(y="neg")
+    assert ml_efficacy(real, one_class, holdout, "y", "pos", kinds, {"lr": LogisticRegression()})["mean"][
+        "tstr"
+    ]["f1"] == pytest.approx(0.0)
+
+
+def small_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(3)
+
+    def table(n: int) -> pd.DataFrame:
+        x = rng.normal(0, 1, n)
+        return pd.DataFrame(
+            {
+                "id": np.arange(n),
+                "x": np.round(x, 6),
+                "plan": rng.choice(["a", "b", "c"], n),
+                "y": np.where(x + rng.normal(0, 0.5, n) > 0, "yes", "no"),
+            }
+        )
+
+    return table(120), table(100), table(60)
+
+
+def test_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:
+    train, synthetic, holdout = small_tables()
+    report = build_report(
+        train, synthetic, holdout, target="y", ignore=["id"], classifiers={"lr": LogisticRegression()}
+    )
+    assert set(report["fidelity"]["column_shapes"]) == {"x", "plan", "y"}
+    assert len(report["fidelity"]["column_pairs"]) == 3
+    assert report["ml_efficacy"]["positive_label"] in ("yes", "no")
+    path = write_report(report, tmp_path, train, synthetic)
+    assert json.loads((tmp_path / "report.json").read_text())["privacy"]["exact_copies"] == 0
+    text = path.read_text()
+    assert "TSTR" in text and "Verdict" in text and "plots/x.png" in text
+    assert {p.name for p in (tmp_path / "plots").glob("*.png")} == {"x.png", "plan.png", "y.png"}
+
+
+def test_report_verb_reads_files_and_aligns_held_out_labels(tmp_path: Path) -> None:
+    from lit_dl.verbs.report import report
+
+    train, synthetic, holdout = small_tables()
+    train.to_csv(tmp_path / "real.csv", index=False, header=False)
+    holdout.assign(y=holdout["y"] + ".").to_csv(tmp_path / "test.csv", index=False, header=False)  # "yes."
+    synthetic.to_csv(tmp_path / "synthetic.csv", index=False)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "report",
+            overrides=[
+                f"real={tmp_path / 'real.csv'}",
+                f"synthetic={tmp_path / 'synthetic.csv'}",
+                f"holdout={tmp_path / 'test.csv'}",
+                "target=y",
+                "positive_label=yes",
+                "drop=[id]",
+                "column_names=[id,x,plan,y]",
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "out")
+    result = report(cfg)
+    assert result["ml_efficacy"]["mean"]["trtr"]["f1"] > 0.7  # labels of the held-out file matched
+    assert (tmp_path / "out" / "report.md").is_file()
