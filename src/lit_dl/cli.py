@@ -5,6 +5,9 @@ so every value can be overridden on the command line and ``hydra.run.dir=DIR``
 puts the run where you want. Before Hydra runs, the overrides are checked once
 with Hydra's compose API so that an unknown key, a missing config option or a
 value of the wrong type is reported in one line that names the key.
+
+Distributed runs (``trainer=ddp``, torchrun, srun) start several processes of ``lit-dl``;
+:mod:`lit_dl.distributed` makes them share one run directory in which only rank zero writes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
+from lit_dl.distributed import launch_rank, rank_overrides, relaunch_argv
 from lit_dl.errors import ConfigError, LitDLError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -163,29 +167,35 @@ def _discard_failed_run(output_dir: Path, before: set[str]) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def _report(message: str) -> None:
+    """One ``error:`` line on stderr; processes other than rank zero name their rank."""
+    rank = launch_rank()
+    print(f"error: {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr, flush=True)
+
+
 def run_verb(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a verb; user errors become one line on stderr and exit code 2."""
     _route_lightning_logs()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     before = set(os.listdir(output_dir)) if output_dir.is_dir() else set()
+    # Only rank zero cleans up: the other processes of a distributed run share its directory.
+    owner = launch_rank() == 0
     try:
         return function(cfg)
     except LitDLError as err:
-        _discard_failed_run(output_dir, before)
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if owner:
+            _discard_failed_run(output_dir, before)
+        _report(str(err))
         sys.exit(2)
     except Exception as err:
         # Anything else (a bad value a library rejected deep down, or a bug of ours) still gets one
         # line; HYDRA_FULL_ERROR=1 shows the whole traceback, as with any Hydra application.
-        _discard_failed_run(output_dir, before)
+        if owner:
+            _discard_failed_run(output_dir, before)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         first = next((line for line in str(err).splitlines() if line.strip()), "")
-        print(
-            f"error: {type(err).__name__}: {first} (HYDRA_FULL_ERROR=1 shows the traceback)",
-            file=sys.stderr,
-            flush=True,
-        )
+        _report(f"{type(err).__name__}: {first} (HYDRA_FULL_ERROR=1 shows the traceback)")
         sys.exit(1)
 
 
@@ -204,10 +214,13 @@ def _route_lightning_logs() -> None:
     names = [
         n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("lightning", "pytorch_lightning")
     ]
+    quiet = launch_rank() > 0  # the other processes of a distributed run: warnings only
     for name in names:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        if quiet and logger.level and logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_advertising)
 
@@ -232,20 +245,29 @@ def main(argv: list[str] | None = None) -> Any:
             f"error: unknown verb {verb!r}; choose one of {', '.join(VERBS)} (lit-dl --help)", file=sys.stderr
         )
         sys.exit(2)
-    if not any(arg.startswith("-") for arg in overrides):
+    # The first process checks the overrides; processes Lightning starts for a distributed run
+    # repeat a command line that already passed.
+    if launch_rank() == 0 and not any(arg.startswith("-") for arg in overrides):
         try:
             validate_overrides(verb, overrides)
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            _report(str(err))
             sys.exit(2)
+    try:
+        overrides = [*overrides, *rank_overrides(overrides)]
+    except ConfigError as err:
+        _report(str(err))
+        sys.exit(2)
     _silence_known_warnings()
     config_name, function = VERBS[verb]
+    saved_argv = sys.argv
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     def entry(cfg: DictConfig) -> Any:
+        # What Lightning's DDP launcher re-runs for each extra device (see lit_dl.distributed).
+        sys.argv = relaunch_argv(saved_argv[0] if saved_argv else "lit-dl", verb)
         return run_verb(function, cfg)
 
-    saved_argv = sys.argv
     sys.argv = [f"lit-dl {verb}", *overrides]
     try:
         return entry()

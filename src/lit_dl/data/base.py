@@ -6,14 +6,23 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lit_dl.data.batching import batch_loader, train_loader
+from lit_dl.data.batching import eval_loader, train_loader
+
+
+def world(datamodule: L.LightningDataModule) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in the datamodule's trainer; ``(0, 1)`` without one."""
+    trainer = datamodule.trainer
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
 class InMemoryDataModule(L.LightningDataModule):
     """A datamodule whose ``setup`` fills ``self.datasets["train" | "val" | "test"]``.
 
     Each dataset is indexed a whole batch at a time (``__getitems__``); training
-    batches are shuffled with a generator seeded from the run's seed.
+    batches are shuffled with a generator seeded from the run's seed. ``batch_size`` is
+    per process: under DDP Lightning gives each process its share of the training rows
+    (``DistributedSampler``), and validation and test rows are shared without repeats
+    (:func:`~lit_dl.data.batching.eval_loader`), so metrics cover each row exactly once.
     """
 
     datasets: dict[str, Dataset]
@@ -21,10 +30,10 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(self.datasets["train"], self.batch_size, generator=generator)
+        return train_loader(self.datasets["train"], self.batch_size, generator, world_size=world(self)[1])
 
     def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["val"], self.batch_size, shuffle=False)
+        return eval_loader(self.datasets["val"], self.batch_size, *world(self))
 
     def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.datasets["test"], self.batch_size, shuffle=False)
+        return eval_loader(self.datasets["test"], self.batch_size, *world(self))

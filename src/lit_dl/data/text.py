@@ -10,6 +10,12 @@ parallel rows ("streams") and served as consecutive ``(B, seq_len)`` chunks, so 
 ``j`` of batch ``k + 1`` continues row ``j`` of batch ``k``. The task carries its
 recurrent state from one batch to the next (detached for training), so the model
 reads each row as one long text while gradients flow back ``seq_len`` characters.
+
+Under DDP the streams are shared out, not the chunks: with ``W`` processes the training
+text is laid out as ``W * batch_size`` rows and process ``r`` reads rows ``r, r + W, ...``
+(the evaluation rows likewise), each in order. Every process reads as many chunks, one
+global batch is the same text as ``batch_size * W`` streams in one process, and every
+character of the validation and test spans is scored exactly once.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lit_dl.data.base import world
 from lit_dl.data.tabular import absolute
 from lit_dl.errors import DataError
 
@@ -98,7 +105,8 @@ class TextStreams(Dataset):
     Row ``j`` holds ``length`` consecutive characters starting at ``offset + j * length``;
     chunk ``k`` is columns ``[k * seq_len, (k + 1) * seq_len)`` of every row, so row ``j``
     of chunk ``k + 1`` continues row ``j`` of chunk ``k``. Items are ``(inputs, targets)``,
-    both ``(streams, T)`` long, the targets being the inputs shifted by one character.
+    both ``(streams / world_size, T)`` long, the targets being the inputs shifted by one
+    character. Process ``rank`` of ``world_size`` serves rows ``rank, rank + world_size, ...``.
     Read the chunks in order (:class:`EpochOffsetSampler` or a sequential sampler): the
     continuity is what lets a model carry its state from one batch to the next.
 
@@ -110,32 +118,45 @@ class TextStreams(Dataset):
             the same row length, so every epoch has the same number of chunks.
         drop_last: drop a final chunk shorter than ``seq_len`` (training keeps shapes equal;
             evaluation keeps it so that every character of the rows is scored).
+        rank, world_size: this process's share of the rows under DDP.
     """
 
     def __init__(
-        self, tokens: Tensor, streams: int, seq_len: int, max_offset: int = 0, drop_last: bool = False
+        self,
+        tokens: Tensor,
+        streams: int,
+        seq_len: int,
+        max_offset: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.tokens = tokens
         self.streams = streams
         self.seq_len = seq_len
         self.max_offset = max_offset
         self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
         self.offset = 0
         self.length = (len(tokens) - 1 - max_offset) // streams
         if self.length < 1:
             raise ValueError(f"{len(tokens)} characters cannot fill {streams} rows")
+        if not 0 <= rank < world_size <= streams:
+            raise ValueError(f"{streams} rows cannot be shared by {world_size} processes (rank {rank})")
 
     def __len__(self) -> int:
         full, rest = divmod(self.length, self.seq_len)
         return full + (1 if rest and not self.drop_last else 0)
 
     def rows(self) -> tuple[Tensor, Tensor]:
-        """All inputs and targets at the current offset as ``(streams, length)`` rows."""
+        """This process's inputs and targets at the current offset as ``(rows, length)``."""
         size = self.streams * self.length
         start = self.offset
         inputs = self.tokens[start : start + size].view(self.streams, self.length)
         targets = self.tokens[start + 1 : start + 1 + size].view(self.streams, self.length)
-        return inputs, targets
+        share = slice(self.rank, None, self.world_size)
+        return inputs[share], targets[share]
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
         if not 0 <= k < len(self):
@@ -145,16 +166,21 @@ class TextStreams(Dataset):
         return inputs[:, columns].contiguous(), targets[:, columns].contiguous()
 
 
-class EpochOffsetSampler(Sampler[int]):
+class EpochOffsetSampler(DistributedSampler):
     """Chunks in order, each pass starting the rows at a new random offset in ``[0, max_offset]``.
 
     Moving the offset moves the chunk boundaries (where gradients stop) from epoch to epoch.
     The offset is set on the dataset when a pass begins, which is before any chunk of it is
-    read as long as the chunks are read in this process (``num_workers=0``).
+    read as long as the chunks are read in this process (``num_workers=0``). Every process
+    of a DDP run draws the same offset: Lightning seeds them alike.
+
+    A ``DistributedSampler`` only so that Lightning keeps it under DDP: the dataset already
+    holds this process's streams, and handing out its chunks among processes would break
+    their order.
     """
 
     def __init__(self, dataset: TextStreams, generator: torch.Generator | None = None) -> None:
-        self.dataset = dataset
+        super().__init__(dataset, num_replicas=dataset.world_size, rank=dataset.rank, shuffle=False)
         self.generator = generator
 
     def __len__(self) -> int:
@@ -162,7 +188,8 @@ class EpochOffsetSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         high = self.dataset.max_offset + 1
-        self.dataset.offset = int(torch.randint(high, (1,), generator=self.generator))
+        if high > 1:
+            self.dataset.offset = int(torch.randint(high, (1,), generator=self.generator))
         return iter(range(len(self.dataset)))
 
 
@@ -301,26 +328,36 @@ class CharTextDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def streams(self, stage: str) -> TextStreams:
-        """The stream layout of one span (see :class:`TextStreams`)."""
+        """This process's streams of one span (:class:`TextStreams`); ``batch_size`` rows in training."""
         tokens = self.datasets[stage]
+        rank, world_size = world(self)
         if stage == "train":
-            return TextStreams(
-                tokens, self.batch_size, self.seq_len, max_offset=self.seq_len - 1, drop_last=True
-            )
-        rows = max(1, min(self.eval_streams, (len(tokens) - 1) // self.seq_len))
-        return TextStreams(tokens, rows, self.seq_len)
+            rows, max_offset, drop_last = self.batch_size * world_size, self.seq_len - 1, True
+        else:
+            rows = max(world_size, min(self.eval_streams, (len(tokens) - 1) // self.seq_len))
+            max_offset, drop_last = 0, False
+        try:
+            return TextStreams(tokens, rows, self.seq_len, max_offset, drop_last, rank, world_size)
+        except ValueError as err:
+            raise DataError(
+                f"text too short for {world_size} processes: the {stage} span of {self.source} ({err}); "
+                "use a longer text, fewer devices or a lower data.batch_size / data.seq_len"
+            ) from err
 
     # batch_size=None: each item of the dataset is a whole (B, T) chunk; no workers (see EpochOffsetSampler).
     def train_dataloader(self) -> DataLoader:
-        streams = self.streams("train")
         generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return DataLoader(streams, batch_size=None, sampler=EpochOffsetSampler(streams, generator))
+        return self._loader(self.streams("train"), generator)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.streams("val"), batch_size=None)
+        return self._loader(self.streams("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.streams("test"), batch_size=None)
+        return self._loader(self.streams("test"))
+
+    @staticmethod
+    def _loader(streams: TextStreams, generator: torch.Generator | None = None) -> DataLoader:
+        return DataLoader(streams, batch_size=None, sampler=EpochOffsetSampler(streams, generator))
 
     # ------------------------------------------------------------------ task wiring
     def task_kwargs(self) -> dict[str, Any]:

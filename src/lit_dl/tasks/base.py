@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 import lit_dl
 from lit_dl.errors import ConfigError
@@ -68,6 +68,8 @@ class BaseTask(L.LightningModule):
         self.train_metrics = train_subset.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Epoch means of the loss, summed over every process of a DDP run (see log_step).
+        self.loss_means = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
 
     # ------------------------------------------------------------ building
     def output_size(self) -> int:
@@ -155,17 +157,26 @@ class BaseTask(L.LightningModule):
         batch_size: int,
         metrics_on_bar: bool = False,
     ) -> None:
-        """Log the loss (per step in training, per epoch always) and the metric objects (per epoch)."""
+        """Log the loss (per step in training, per epoch always) and the metric objects (per epoch).
+
+        Epoch values cover every process of a DDP run exactly: the loss goes through a
+        :class:`~torchmetrics.MeanMetric` weighted by batch size, and metric objects sum their
+        states over the processes. (``self.log(..., sync_dist=True)`` of a tensor would be
+        off when processes score unequal numbers of rows: Lightning 2.6 averages its integer
+        row count, https://github.com/Lightning-AI/pytorch-lightning/issues/21859.) In
+        training the step value stays local; a single process logs the plain tensor there,
+        which skips the metric's per-step bookkeeping.
+        """
         on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-            sync_dist=not on_step,
-        )
+        mean = self.loss_means[f"{stage}_loss"]
+        value: Tensor | MeanMetric = loss
+        if not on_step:
+            mean.update(loss.detach(), batch_size)
+            value = mean
+        elif self._trainer is not None and self.trainer.world_size > 1:
+            mean(loss.detach(), batch_size)  # forward: the step's own value, and the epoch's running mean
+            value = mean
+        self.log(f"{stage}/loss", value, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size)
         if len(metrics):
             self.log_dict(
                 metrics,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from omegaconf import DictConfig
 
+from lit_dl.distributed import check_launch
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
     build,
@@ -29,6 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger=build_loggers(cfg.get("logger")) or False,
         callbacks=build_callbacks(cfg.get("callbacks")),
     )
+    check_launch(trainer, "eval")
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = scalar_metrics(trainer.callback_metrics)
     if trainer.is_global_zero:

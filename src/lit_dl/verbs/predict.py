@@ -55,6 +55,11 @@ def predict(cfg: DictConfig) -> Path:
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path)
     dataset, ids = datamodule.load_inputs(cfg.input)
     trainer: L.Trainer = build(cfg.trainer, "trainer")
+    if trainer.world_size > 1:
+        raise ConfigError(
+            f"lit-dl predict runs in one process (got {trainer.world_size}): leave trainer.devices=1 "
+            "and trainer.num_nodes=1; predictions are cheap next to training"
+        )
     batches = trainer.predict(model, dataloaders=batch_loader(dataset, int(cfg.batch_size), shuffle=False))
     outputs = torch.cat([b.float().cpu() for b in batches])
     if trainer.is_global_zero:

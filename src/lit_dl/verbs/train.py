@@ -7,6 +7,7 @@ import logging
 import lightning as L
 from omegaconf import DictConfig
 
+from lit_dl.distributed import check_launch
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
     build,
@@ -41,6 +42,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = build(
         cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
     )
+    check_launch(trainer, "train")
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 
