@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MetricCollection
 
@@ -62,6 +61,12 @@ class TabularVAETask(BaseTask):
         self.softmax_spans = [
             (int(offsets[i]), size) for i, (kind, size) in enumerate(spans) if kind == "softmax"
         ]
+        # Column of each one-hot slot, (S, K_max); short spans point at a padding column (index D).
+        width = max((size for _, size in self.softmax_spans), default=0)
+        index = torch.full((len(self.softmax_spans), width), self.table.output_dim, dtype=torch.long)
+        for i, (start, size) in enumerate(self.softmax_spans):
+            index[i, :size] = torch.arange(start, start + size)
+        self.register_buffer("span_index", index, persistent=False)
         self._val_rows: list[Tensor] = []
 
     # ------------------------------------------------------------ building
@@ -82,9 +87,11 @@ class TabularVAETask(BaseTask):
             sigma = self.net.sigma[dims].float()
             error = (x[:, dims] - torch.tanh(recon[:, dims])) ** 2 / (2 * sigma**2)
             loss = loss + error.sum() + torch.log(sigma).sum() * len(x)
-        for start, size in self.softmax_spans:
-            target = x[:, start : start + size].argmax(dim=1)
-            loss = loss + F.cross_entropy(recon[:, start : start + size], target, reduction="sum")
+        if self.softmax_spans:
+            # All one-hot spans at once: gathered into (B, S, K_max), padded with -inf logits.
+            logits = torch.cat([recon, recon.new_full((len(x), 1), -torch.inf)], dim=1)[:, self.span_index]
+            target = torch.cat([x, x.new_full((len(x), 1), -1.0)], dim=1)[:, self.span_index].argmax(dim=2)
+            loss = loss - torch.log_softmax(logits, dim=2).gather(2, target[..., None]).sum()
         kl = -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp())
         return (self.hparams.loss_factor * loss + kl) / len(x)
 
