@@ -17,23 +17,41 @@ from torch import Tensor, nn
 Spans = Sequence[Sequence]  # [(kind, size), ...] with kind "tanh" or "softmax"
 
 
+def span_index(spans: Spans) -> tuple[Tensor, Tensor]:
+    """Columns of the offsets ``(T,)`` and of the one-hot spans ``(S, K_max)`` of a row layout.
+
+    Spans shorter than ``K_max`` are padded with the index ``D`` (one past the last column), so all
+    spans can be handled at once by gathering from rows with one extra padding column.
+    """
+    tanh, starts, start = [], [], 0
+    for kind, size in spans:
+        (tanh.append(start) if kind == "tanh" else starts.append((start, size)))
+        start += size
+    width = max((size for _, size in starts), default=0)
+    index = torch.full((len(starts), width), start, dtype=torch.long)
+    for i, (first, size) in enumerate(starts):
+        index[i, :size] = torch.arange(first, first + size)
+    return torch.tensor(tanh, dtype=torch.long), index
+
+
 def activate(raw: Tensor, spans: Spans, gumbel_tau: float | None = None) -> Tensor:
     """Rows ``(B, D)`` from raw outputs ``(B, D)``: tanh on offsets, softmax (or Gumbel-softmax) on spans.
 
     With ``gumbel_tau`` the one-hot spans are Gumbel-softmax draws at that temperature
     (differentiable, nearly one-hot: what a GAN discriminator should see).
     """
-    parts, start = [], 0
-    for kind, size in spans:
-        chunk = raw[:, start : start + size]
-        if kind == "tanh":
-            parts.append(torch.tanh(chunk))
-        elif gumbel_tau is not None:
-            parts.append(F.gumbel_softmax(chunk.float(), tau=gumbel_tau).to(chunk.dtype))
-        else:
-            parts.append(torch.softmax(chunk.float(), dim=-1).to(chunk.dtype))
-        start += size
-    return torch.cat(parts, dim=1)
+    tanh, index = span_index(spans)
+    tanh, index = tanh.to(raw.device), index.to(raw.device)
+    logits = torch.cat([raw.float(), raw.new_full((len(raw), 1), -torch.inf, dtype=torch.float32)], dim=1)
+    logits = logits[:, index]  # (B, S, K_max), padding at -inf
+    if gumbel_tau is not None:
+        uniform = torch.rand_like(logits).clamp_(1e-10, 1.0)
+        logits = (logits - torch.log(-torch.log(uniform))) / gumbel_tau
+    probs = torch.softmax(logits, dim=2)
+    out = raw.new_zeros(len(raw), raw.shape[1] + 1, dtype=torch.float32)
+    out[:, index.reshape(-1)] = probs.reshape(len(raw), -1)
+    out[:, tanh] = torch.tanh(raw[:, tanh].float())
+    return out[:, :-1].to(raw.dtype)
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
