@@ -115,14 +115,13 @@ def check_launch(trainer: L.Trainer, verb: str) -> None:
     * ``strategy=ddp_spawn`` for ``train``: it starts fresh processes for each of fit, validate
       and test, and the loggers' state does not survive from one to the next.
     """
-    from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+    from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
 
     launcher = getattr(trainer.strategy, "launcher", None)
     if isinstance(launcher, _MultiProcessingLauncher) and verb == "train":
         raise ConfigError(
-            f"trainer.strategy={trainer.strategy.strategy_name} cannot run lit-dl train (fit, validate and "
-            "test would each start new processes that lose the loggers' state); use trainer.strategy=ddp"
+            "trainer.strategy=ddp_spawn cannot run lit-dl train (fit, validate and test would each "
+            "start new processes that lose the loggers' state); use trainer.strategy=ddp"
         )
     if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.num_processes < 2:
         return

@@ -130,3 +130,27 @@ def test_two_nodes_simulated_on_one_machine_write_one_run(tmp_path: Path) -> Non
     assert "output directory" in node0_out and "output directory" not in node1_out  # rank zero prints
     assert_one_run(run_dir)
     assert json.loads((run_dir / "metrics.json").read_text())["test/auroc"] > 0.5
+
+
+def test_gan_trains_under_ddp_cpu(tmp_path: Path) -> None:
+    # Manual optimisation (two optimisers, toggle_optimizer, manual_backward) under DDP.
+    run_dir = tmp_path / "gan"
+    run(
+        [
+            *LIT_DL,
+            "train",
+            "experiment=digits_gan",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=4",
+            "+trainer.limit_val_batches=2",
+            "+trainer.limit_test_batches=2",
+            "callbacks.sample_quality=null",  # its feature classifier is trained and cached outside the run
+            "callbacks.model_checkpoint.monitor=null",
+            *QUIET,
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert all(v == v for v in metrics.values()) and "test/d_loss" in metrics, metrics
+    assert [p.name for p in run_dir.rglob("metrics.json")] == ["metrics.json"]
