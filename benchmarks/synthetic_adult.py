@@ -6,7 +6,7 @@ writes its synthetic-data report, tested on adult-test.csv) and prints one table
 real rows (TRTR), privacy figures and run times. Xu et al. (2019): TVAE 0.626, CTGAN 0.601,
 real data 0.669 (F1).
 
-    python benchmarks/synthetic_adult.py [ADULT_DIR] [--runs DIR] [key=value ...]
+    python benchmarks/synthetic_adult.py [--adult DIR] [--runs DIR] [--models tvae,ctgan] [key=value ...]
 
 Extra ``key=value`` overrides go to both runs (e.g. ``trainer.max_epochs=50``); prefix one
 with ``tvae:`` or ``ctgan:`` to send it to one model only.
@@ -47,7 +47,7 @@ def run(model: str, adult: Path, runs: Path, overrides: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("adult", nargs="?", default="../shared/data/adult", help="folder of adult-*.csv")
+    parser.add_argument("--adult", default="../shared/data/adult", help="folder of adult-*.csv")
     parser.add_argument("--runs", default="logs/benchmarks/synthetic_adult", help="run folders go here")
     parser.add_argument("--models", default="tvae,ctgan")
     args, overrides = parser.parse_known_args(argv)
