@@ -4,7 +4,9 @@ Lightning 2 has no automatic optimisation for several optimisers, so each traini
 step alternates the two updates itself: ``toggle_optimizer`` (only that network's
 parameters take gradients), ``manual_backward`` (loss scaling under 16-mixed),
 ``optimizer.step()``. Gradient clipping happens in :meth:`on_before_optimizer_step`,
-where Lightning has already unscaled the gradients under 16-mixed.
+where Lightning has already unscaled the gradients under 16-mixed. Lightning counts every
+optimizer step in ``trainer.global_step``, so a batch with both updates counts two steps
+(mind ``trainer.max_steps``; ``fast_dev_run=2`` stops after the first batch).
 """
 
 from __future__ import annotations
@@ -167,13 +169,13 @@ class GANTask(ImageGenerativeTask):
         d_loss = discriminator_loss(kind, self.discriminator(real, labels), self.discriminator(fake, labels))
         if kind == "wgan_gp":
             penalty = self.gradient_penalty(real, fake, labels)
-            self.log("train/gradient_penalty", penalty, on_step=True, on_epoch=True, batch_size=len(real))
+            self.log_mean("train/gradient_penalty", penalty, len(real), on_step=True)
             d_loss = d_loss + self.hparams.gp_weight * penalty
         optimizer_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         optimizer_d.step()
         self.untoggle_optimizer(optimizer_d)
-        self.log("train/d_loss", d_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(real))
+        self.log_mean("train/d_loss", d_loss, len(real), on_step=True, prog_bar=True)
 
         # Generator update, once every n_critic batches.
         if (batch_idx + 1) % self.hparams.n_critic:
@@ -188,7 +190,7 @@ class GANTask(ImageGenerativeTask):
         self.untoggle_optimizer(optimizer_g)
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
-        self.log("train/g_loss", g_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(real))
+        self.log_mean("train/g_loss", g_loss, len(real), on_step=True, prog_bar=True)
         return (d_loss + g_loss).detach()  # finite only when both are
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -204,10 +206,8 @@ class GANTask(ImageGenerativeTask):
         fake = self.sampling_generator()(self.latent(len(real)), self.fake_labels(len(real), labels))
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
         loss = discriminator_loss(self.hparams.loss, real_scores, fake_scores)
-        self.log("val/d_loss", loss, on_epoch=True, batch_size=len(real), sync_dist=True)
-        self.log(
-            "val/score_gap", (real_scores - fake_scores).float().mean(), batch_size=len(real), sync_dist=True
-        )
+        self.log_mean("val/d_loss", loss, len(real))
+        self.log_mean("val/score_gap", (real_scores - fake_scores).float().mean(), len(real))
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         real = batch[0] * 2 - 1
@@ -216,7 +216,7 @@ class GANTask(ImageGenerativeTask):
         loss = discriminator_loss(
             self.hparams.loss, self.discriminator(real, labels), self.discriminator(fake, labels)
         )
-        self.log("test/d_loss", loss, on_epoch=True, batch_size=len(real), sync_dist=True)
+        self.log_mean("test/d_loss", loss, len(real))
 
     # ------------------------------------------------------------ sampling
     def sampling_generator(self) -> nn.Module:

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lit_dl.errors import ConfigError
 from lit_dl.tasks.base import checkpoint_meta
@@ -27,6 +28,10 @@ class GenerativeTask(L.LightningModule):
 
     task_type: ClassVar[str] = "generative"
     data_modality: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch_means = nn.ModuleDict()  # MeanMetric per logged loss, made on first use (log_mean)
 
     def plain_hparams(self) -> None:
         """Make the saved hyperparameters plain data (checkpoints load with ``weights_only=True``)."""
@@ -47,6 +52,34 @@ class GenerativeTask(L.LightningModule):
             return instantiate(self.hparams[key])(params=params)
         except Exception as err:
             raise ConfigError(f"cannot build model.{key}: {err.__cause__ or err}") from err
+
+    # ------------------------------------------------------------ logging
+    def log_mean(
+        self, name: str, value: Tensor, batch_size: int, on_step: bool = False, prog_bar: bool = False
+    ) -> None:
+        """Log ``value`` per step (optionally) and as its batch-size-weighted mean over the epoch.
+
+        The epoch mean goes through a :class:`~torchmetrics.MeanMetric`, so under DDP it covers
+        every process exactly even when they see unequal numbers of images
+        (``self.log(..., sync_dist=True)`` of a tensor does not: Lightning issue #21859).
+        """
+        key = name.replace("/", "_")
+        if key not in self.epoch_means:
+            self.epoch_means[key] = MeanMetric().to(self.device)
+        mean = self.epoch_means[key]
+        if on_step:
+            mean(value.detach().float(), batch_size)  # forward: this step's value, and the running mean
+        else:
+            mean.update(value.detach().float(), batch_size)
+        self.log(
+            name,
+            mean,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=prog_bar,
+            batch_size=batch_size,
+            metric_attribute=f"epoch_means.{key}",  # made after Lightning listed the metric attributes
+        )
 
     # ------------------------------------------------------------ sampling
     def generate(

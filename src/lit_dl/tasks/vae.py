@@ -147,16 +147,7 @@ class VAETask(ImageGenerativeTask):
         metrics = getattr(self, f"{stage}_metrics")
         for name, value in (("nelbo", nelbo), ("recon", recon), ("kl", kl)):
             metrics[name].update(value.detach())
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(x),
-            sync_dist=not on_step,
-        )
+        self.log_mean(f"{stage}/loss", loss, len(x), on_step=stage == "train", prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
         return loss, nelbo.detach()
 
