@@ -27,7 +27,7 @@ def compose_train(overrides: list[str], output_dir: Path, verb: str = "train"):
 
 def test_configs_ship_inside_the_package() -> None:
     assert CONFIG_DIR.parent.name == "lit_dl"
-    for name in ("train", "eval", "predict", "sample"):
+    for name in ("train", "eval", "predict", "sample", "report"):
         assert (CONFIG_DIR / f"{name}.yaml").is_file()
     top_level = Path(__file__).resolve().parents[1] / "configs"
     assert top_level.resolve() == CONFIG_DIR.resolve()

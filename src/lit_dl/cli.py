@@ -39,12 +39,15 @@ verbs:
   train     fit a model, test its best checkpoint, write metrics.json, config.yaml, checkpoints/
   eval      test a checkpoint:            lit-dl eval ckpt_path=RUN/checkpoints/best.ckpt
   predict   predict new rows:             lit-dl predict ckpt_path=... input=new.csv output=out.csv
-  sample    generate from a model:        lit-dl sample ckpt_path=... 'prompt="The "' length=500
+  sample    generate from a model:        lit-dl sample ckpt_path=... n=64 output=samples.png
+  report    judge a synthetic table:      lit-dl report real=a.csv synthetic=s.csv holdout=b.csv target=COL
 
 examples:
   lit-dl train                                      # default experiment: churn MLP on built-in data
   lit-dl train data=tabular data.path=customers.csv data.target=Churn data.drop=[customerID]
   lit-dl train trainer.max_epochs=5 logger=wandb logger.wandb.offline=true
+  lit-dl train experiment=fashion_gan data.root=DIR  # a GAN; experiment=churn_tvae: synthetic customers
+  lit-dl train experiment=churn_mlp trainer=ddp_cpu  # two processes (trainer=ddp: every GPU)
   lit-dl train --cfg job                            # print the composed config and exit
 """
 
@@ -73,12 +76,19 @@ def _sample(cfg: DictConfig) -> Any:
     return sample(cfg)
 
 
+def _synthetic_report(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.report import report
+
+    return report(cfg)
+
+
 # verb -> (top-level config name, function). Imports stay lazy so `lit-dl --help` is instant.
 VERBS: dict[str, tuple[str, Callable[[DictConfig], Any]]] = {
     "train": ("train", _train),
     "eval": ("eval", _eval),
     "predict": ("predict", _predict),
     "sample": ("sample", _sample),
+    "report": ("report", _synthetic_report),
 }
 
 # Hydra writes these into a run directory before the verb starts.

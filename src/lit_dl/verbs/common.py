@@ -28,6 +28,7 @@ EXAMPLE_MODEL = {
     "regression": "mlp_regressor",
     "forecasting": "lstm_forecaster",
     "language_model": "char_lstm",
+    "tabular_generative": "tvae",
 }
 # Tasks are LightningModules of one of these bases (they write the checkpoint metadata verbs read).
 TASK_BASES = (BaseTask, GenerativeTask)
