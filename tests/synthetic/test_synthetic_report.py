@@ -16,9 +16,11 @@ from lit_dl.cli import CONFIG_DIR
 from lit_dl.evaluation.synthetic_report import (
     build_report,
     categorical_shape,
+    column_kinds,
     contingency_similarity,
     correlation_similarity,
     exact_copies,
+    fidelity,
     ml_efficacy,
     numeric_shape,
     privacy,
@@ -113,6 +115,25 @@ def small_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         )
 
     return table(120), table(100), table(60)
+
+
+def test_fidelity_pairs_are_the_contingency_and_correlation_similarities() -> None:
+    """The report's fast pair scores (integer codes, scored every validation epoch) equal the plain ones."""
+    train, synthetic, _ = small_tables()
+    train = train.assign(z=train["x"] * 2 + 1, plan=train["plan"].where(train.index % 7 > 0))  # gaps too
+    synthetic = synthetic.assign(z=-synthetic["x"], plan=synthetic["plan"].where(synthetic.index % 5 > 0))
+    kinds = column_kinds(train.drop(columns="id"), ["y"])
+    pairs = fidelity(train, synthetic, kinds)["column_pairs"]
+    assert len(pairs) == 6
+    for pair in pairs:
+        a, b = pair["columns"]
+        plain = (
+            correlation_similarity(train, synthetic, a, b)
+            if pair["metric"] == "correlation"
+            else contingency_similarity(train, synthetic, a, b, kinds)
+        )
+        assert pair["score"] == pytest.approx(plain, abs=1e-12), pair
+    assert {p["metric"] for p in pairs} == {"correlation", "contingency"}
 
 
 def test_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:
