@@ -64,18 +64,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{model}: {results[model]['seconds']:.0f} s", flush=True)
 
     print(
-        "\n| model | TSTR F1 (mean of 4) | TRTR F1 | TSTR AUROC | TRTR AUROC | paper F1 | exact copies | "
-        "closer-to-train share | median DCR synth / holdout | run time |"
+        "\n| model | TSTR F1 (mean of 4) | TRTR F1 | TSTR AUROC | TRTR AUROC | paper F1 | "
+        "TSTR F1 unconditioned | exact copies | closer-to-train share | median DCR synth / holdout | "
+        "run time |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model, result in results.items():
         report = result["report"]
         mean = report["ml_efficacy"]["mean"]
         privacy = report["privacy"]
+        plain = report.get("ml_efficacy_unconditioned", {}).get("mean", {}).get("tstr", {}).get("f1")
         print(
             f"| {model} | {mean['tstr']['f1']:.3f} | {mean['trtr']['f1']:.3f} | "
             f"{mean['tstr']['auroc']:.3f} | {mean['trtr']['auroc']:.3f} | "
-            f"{PAPER[model]} (real {PAPER['real']}) | {privacy['exact_copies']} | "
+            f"{PAPER[model]} (real {PAPER['real']}) | "
+            f"{'-' if plain is None else f'{plain:.3f}'} | {privacy['exact_copies']} | "
             f"{privacy['closer_to_train_share']:.3f} | {privacy['dcr_synthetic']['median']:.3f} / "
             f"{privacy['dcr_holdout']['median']:.3f} | {result['seconds'] / 60:.1f} min |"
         )

@@ -124,6 +124,14 @@ def test_training_writes_metrics_and_the_report(run: str, request: pytest.Fixtur
     assert "customer_id" not in report["fidelity"]["column_shapes"]
     assert (run_dir / "report" / "plots" / "contract.png").is_file()
     assert "Machine-learning efficacy" in (run_dir / "report" / "report.md").read_text()
+    # Drawn per class of the target at its training rate; an unconditioned sample scored beside it.
+    assert "churn" in report["sampling"]
+    assert set(report["ml_efficacy_unconditioned"]["mean"]) == {"tstr"}
+    sample = pd.read_csv(run_dir / "report" / "synthetic.csv")
+    frames = SyntheticTableDataModule(path=str(request.getfixturevalue("churn_csv")), target="churn")
+    frames.setup()
+    real_rate = frames.frames["train"]["churn"].eq("Yes").mean()
+    assert sample["churn"].eq("Yes").mean() == pytest.approx(real_rate, abs=1.5 / len(sample))
 
 
 @pytest.mark.parametrize("run", ["vae_run", "gan_run"])

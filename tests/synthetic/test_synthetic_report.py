@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from sklearn.linear_model import LogisticRegression
 
+from lit_dl.callbacks.synthetic_report import stratified_sample
 from lit_dl.cli import CONFIG_DIR
 from lit_dl.evaluation.synthetic_report import (
+    BenchmarkScaler,
     build_report,
     categorical_shape,
     column_kinds,
@@ -76,9 +79,12 @@ def test_privacy_distances_by_hand() -> None:
     assert result["dcr_holdout"]["median"] == pytest.approx(0.4)
     assert result["closer_to_train_share"] == pytest.approx(1.0)
     assert result["exact_copies"] == 1
+    assert result["dcr_no_closer_direct"] is False and result["no_closer_like_with_like"] is False
     assert result["no_closer_than_holdout"] is False
     far = pd.DataFrame({"x": [5.0, 5.0]})  # 0.5 from training, 0.1 from held-out rows
-    assert privacy(train, far, holdout, kinds)["no_closer_than_holdout"] is True
+    far_result = privacy(train, far, holdout, kinds)
+    assert far_result["dcr_no_closer_direct"] is True  # 0.5 against the held-out rows' 0.4
+    assert far_result["no_closer_than_holdout"] is True
 
 
 def test_ml_efficacy_tstr_against_trtr() -> None:
@@ -134,6 +140,28 @@ def test_fidelity_pairs_are_the_contingency_and_correlation_similarities() -> No
         )
         assert pair["score"] == pytest.approx(plain, abs=1e-12), pair
     assert {p["metric"] for p in pairs} == {"correlation", "contingency"}
+
+
+def test_classifier_features_follow_the_benchmark() -> None:
+    """SDGym's features: log of never-negative columns that reach 1000, else min-max scaled to [0, 5]."""
+    wide = np.array([0.0, 10.0, 5000.0])
+    narrow = np.array([-1.0, 0.0, 3.0])
+    scaled = BenchmarkScaler().fit(np.c_[wide, narrow]).transform(np.c_[wide, narrow])
+    np.testing.assert_allclose(scaled[:, 0], np.log([1e-2, 10.0, 5000.0]))
+    np.testing.assert_allclose(scaled[:, 1], [0.0, 1.25, 5.0])
+
+
+def test_stratified_sample_draws_each_class_at_its_training_rate() -> None:
+    class Conditional:
+        def sample(self, n: int, condition: str, generator: object = None) -> pd.DataFrame:
+            name, _, value = condition.partition("=")
+            return pd.DataFrame({name: [value] * n, "x": np.arange(n)})
+
+    labels = pd.Series([">50K"] * 24 + ["<=50K"] * 76, name="income")
+    sample = stratified_sample(Conditional(), labels, 37, torch.Generator())
+    assert len(sample) == 37 and sample["income"].eq(">50K").sum() == 8  # floor(8.88); the rest to <=50K
+    blocks = (sample["income"] != sample["income"].shift()).sum()
+    assert blocks > 2  # shuffled, not one block per class (classifiers and plots see mixed rows)
 
 
 def test_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:

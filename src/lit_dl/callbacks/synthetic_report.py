@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_dl.errors import DataError
 from lit_dl.evaluation.synthetic_report import build_report, summary_lines, write_report
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,9 @@ class SyntheticReport(L.Callback):
         max_rows: cap of the default ``n``.
         seed: seed of the sample.
         save_sample: also write the sample as ``synthetic.csv``.
+        stratify: with a target, draw each class's rows with that class as the condition, as many
+            as its share of the training rows (conditional sampling: the class balance is the real
+            one, the rest of each row the model's). An unconditioned sample is scored beside it.
     """
 
     def __init__(
@@ -38,12 +44,14 @@ class SyntheticReport(L.Callback):
         max_rows: int = 50000,
         seed: int = 0,
         save_sample: bool = True,
+        stratify: bool = True,
     ) -> None:
         self.dirpath = dirpath
         self.n = n
         self.max_rows = max_rows
         self.seed = seed
         self.save_sample = save_sample
+        self.stratify = stratify
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)
@@ -62,6 +70,16 @@ class SyntheticReport(L.Callback):
         start = time.perf_counter()
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         synthetic = pl_module.sample(n=n, generator=generator)
+        sampling, unconditioned = None, None
+        target = datamodule.target
+        if self.stratify and target and train[target].notna().all():
+            try:
+                unconditioned = synthetic
+                synthetic = stratified_sample(pl_module, train[target], n, generator, self.seed)
+                sampling = f"per class of `{target}` at its training rate (conditional sampling)"
+            except DataError as err:  # the model writes too few rows of a class: report it unconditioned
+                log.warning("stratified sample failed (%s); the report uses an unconditioned one", err)
+                synthetic, unconditioned = unconditioned, None
         sample_seconds = time.perf_counter() - start
         report = build_report(
             train,
@@ -72,6 +90,8 @@ class SyntheticReport(L.Callback):
             categorical=datamodule.categorical,
             ignore=datamodule.drop,
             seed=self.seed,
+            sampling=sampling,
+            unconditioned=unconditioned,
         )
         report["sample_seconds"] = sample_seconds
         folder.mkdir(parents=True, exist_ok=True)
@@ -81,3 +101,20 @@ class SyntheticReport(L.Callback):
         for line in summary_lines(report):
             log.info(line)
         log.info("synthetic-data report: %s", path)
+
+
+def stratified_sample(
+    model: L.LightningModule, labels: pd.Series, n: int, generator: torch.Generator, seed: int = 0
+) -> pd.DataFrame:
+    """``n`` rows, each class of ``labels`` conditioned on in proportion to its count, in shuffled order."""
+    counts = labels.astype(str).value_counts()
+    sizes = np.floor(counts.to_numpy() * n / counts.sum()).astype(int)
+    sizes[0] += n - sizes.sum()  # the rounding remainder goes to the largest class
+    name = str(labels.name)
+    parts = [
+        model.sample(n=int(size), condition=f"{name}={label}", generator=generator)
+        for label, size in zip(counts.index, sizes, strict=True)
+        if size > 0
+    ]
+    order = np.random.default_rng(seed).permutation(n)
+    return pd.concat(parts, ignore_index=True).iloc[order].reset_index(drop=True)
