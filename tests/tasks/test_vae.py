@@ -140,3 +140,31 @@ def test_kl_warmup_rises_to_beta_step_by_step() -> None:
             global_step.return_value = step
             weights.append(vae.kl_weight())
     assert weights == pytest.approx([0.5 / 20, 0.5 * 10 / 20, 0.5, 0.5])
+
+
+def test_anomaly_auroc_ranks_negative_elbos_of_tens_of_nats() -> None:
+    # Scores far outside [0, 1] (negative ELBOs of 100+ nats): held-out class 1 scores higher on
+    # every image, so the AUROC is exactly 1 (a sigmoid-squashed score would tie them all at 0.5).
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    vae = VAETask(
+        encoder={"_target_": "lit_dl.nets.MLPEncoder", "hidden_sizes": []},
+        decoder={"_target_": "lit_dl.nets.MLPDecoder", "hidden_sizes": []},
+        optimizer=ADAM,
+        latent_dim=2,
+        nll_samples=0,
+        input_spec={"in_channels": 1, "image_size": [1, 4]},
+        anomaly_classes=[1],
+    )
+    labels = torch.tensor([0, 1, 0, 1, 0, 0, 1, 0])
+    images = torch.zeros(8, 1, 1, 4)
+    images[:, 0, 0, 0] = labels.float() * 3 + torch.arange(8) * 0.1  # anomalies: larger first pixel
+
+    def fake_terms(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 100.0 + 10.0 * x.flatten(1)[:, 0], torch.zeros(len(x))
+
+    vae.elbo_terms = fake_terms  # type: ignore[method-assign]
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(vae, DataLoader(TensorDataset(images, labels), batch_size=3), verbose=False)
+    assert trainer.callback_metrics["test/anomaly_auroc"].item() == pytest.approx(1.0)

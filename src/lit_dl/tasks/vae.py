@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAUROC
+from torchmetrics.aggregation import CatMetric
+from torchmetrics.functional.classification import binary_auroc
 
 from lit_dl.errors import ConfigError
 from lit_dl.tasks.generative import ImageGenerativeTask
@@ -81,7 +82,9 @@ class VAETask(ImageGenerativeTask):
         self.val_metrics = terms.clone(prefix="val/")
         self.test_metrics = terms.clone(prefix="test/")
         self.test_nll = MeanMetric()
-        self.anomaly_auroc = BinaryAUROC() if anomaly_classes else None
+        # Scores and labels of the test images, gathered over processes (anomaly AUROC at epoch end).
+        self.anomaly_scores = CatMetric() if anomaly_classes else None
+        self.anomaly_labels = CatMetric() if anomaly_classes else None
 
     # ------------------------------------------------------------ model
     def encode(self, x: Tensor) -> Normal:
@@ -163,10 +166,22 @@ class VAETask(ImageGenerativeTask):
         if self.hparams.nll_samples:
             self.test_nll.update(self.importance_nll(x, self.hparams.nll_samples))
             self.log("test/nll", self.test_nll, on_epoch=True, batch_size=len(x))
-        if self.anomaly_auroc is not None and len(batch) > 1:
+        if self.anomaly_scores is not None and len(batch) > 1:
             anomalous = torch.isin(batch[1], torch.tensor(self.hparams.anomaly_classes, device=x.device))
-            self.anomaly_auroc.update(nelbo, anomalous.long())
-            self.log("test/anomaly_auroc", self.anomaly_auroc, on_epoch=True, batch_size=len(x))
+            self.anomaly_scores.update(nelbo.double())
+            self.anomaly_labels.update(anomalous.long())
+
+    def on_test_epoch_end(self) -> None:
+        if self.anomaly_scores is None or not self.anomaly_scores.update_called:
+            return
+        scores, labels = self.anomaly_scores.compute(), self.anomaly_labels.compute()
+        self.anomaly_scores.reset()
+        self.anomaly_labels.reset()
+        # torchmetrics reads scores outside [0, 1] as logits and squashes them with a sigmoid, which
+        # ties every negative ELBO of tens of nats at 1.0; rescaling to [0, 1] keeps the ranking exact.
+        span = (scores.max() - scores.min()).clamp_min(1e-12)
+        auroc = binary_auroc((scores - scores.min()) / span, labels.long())
+        self.log("test/anomaly_auroc", auroc.float(), sync_dist=False)  # the same on every process
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """``lit-dl predict``: the negative ELBO of each image (nats), an anomaly score."""
