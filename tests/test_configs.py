@@ -60,7 +60,7 @@ def test_every_group_option_composes(group: str, tmp_path: Path) -> None:
         elif group in ("callbacks", "logger"):
             for name, node in (cfg.get(group) or {}).items():
                 if name == "wandb" or node is None:
-                    continue  # W&B starts a service process (see test_cli.test_all_loggers_offline); null: removed
+                    continue  # W&B starts a service (see test_cli.test_all_loggers_offline); null: removed
                 assert instantiate(node) is not None
 
 

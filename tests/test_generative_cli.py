@@ -72,7 +72,9 @@ def test_sample_verb_writes_a_png_grid_and_a_raw_tensor(vae_run: Path, tmp_path:
     images = torch.load(raw, weights_only=True)
     assert images.shape == (5, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
     again = tmp_path / "again.pt"
-    main(["sample", f"ckpt_path={ckpt}", "n=5", "seed=3", f"output={again}", f"hydra.run.dir={tmp_path / 'c'}"])
+    main(
+        ["sample", f"ckpt_path={ckpt}", "n=5", "seed=3", f"output={again}", f"hydra.run.dir={tmp_path / 'c'}"]
+    )
     assert torch.equal(images, torch.load(again, weights_only=True))  # the seed fixes the samples
 
 
@@ -86,12 +88,23 @@ def test_sample_verb_refuses_a_table_suffix_for_images_and_writes_nothing(
     assert not out.exists()
 
 
-def test_conditional_gan_samples_the_asked_class(gan_run: Path, tmp_path: Path, fail_cli: Callable[..., str]) -> None:
+def test_conditional_gan_samples_the_asked_class(
+    gan_run: Path, tmp_path: Path, fail_cli: Callable[..., str]
+) -> None:
     metrics = json.loads((gan_run / "metrics.json").read_text())
     assert "test/d_loss" in metrics
     ckpt = gan_run / "checkpoints" / "best.ckpt"
     out = tmp_path / "threes.pt"
-    main(["sample", f"ckpt_path={ckpt}", "n=6", "condition=3", f"output={out}", f"hydra.run.dir={tmp_path / 'a'}"])
+    main(
+        [
+            "sample",
+            f"ckpt_path={ckpt}",
+            "n=6",
+            "condition=3",
+            f"output={out}",
+            f"hydra.run.dir={tmp_path / 'a'}",
+        ]
+    )
     assert torch.load(out, weights_only=True).shape == (6, 1, 8, 8)
     line = fail_cli("sample", f"ckpt_path={ckpt}", "condition=eleven", f"hydra.run.dir={tmp_path / 'b'}")
     assert line.startswith("error: condition='eleven' is not a class; the classes are 0, 1, 2")
@@ -131,10 +144,23 @@ def test_vae_scores_a_held_out_class_as_anomalies(tmp_path: Path) -> None:
     assert "test/nll" not in metrics
 
 
-def test_generative_models_refuse_standardised_or_tabular_data(tmp_path: Path, fail_cli: Callable[..., str]) -> None:
-    line = fail_cli("train", "experiment=digits_vae", *FAST, "data.scale=standardize", "data.binarize=false", f"hydra.run.dir={tmp_path / 'a'}")
+def test_generative_models_refuse_standardised_or_tabular_data(
+    tmp_path: Path, fail_cli: Callable[..., str]
+) -> None:
+    line = fail_cli(
+        "train",
+        "experiment=digits_vae",
+        *FAST,
+        "data.scale=standardize",
+        "data.binarize=false",
+        f"hydra.run.dir={tmp_path / 'a'}",
+    )
     assert line.endswith("set data.scale=unit (the generative experiments do)")
-    line = fail_cli("train", "model=vae_conv", "callbacks=generative", *FAST, f"hydra.run.dir={tmp_path / 'b'}")
+    line = fail_cli(
+        "train", "model=vae_conv", "callbacks=generative", *FAST, f"hydra.run.dir={tmp_path / 'b'}"
+    )
     assert "needs images data" in line and "data=digits" in line
-    line = fail_cli("train", "experiment=digits_cnn", "data.exclude_classes=[1]", f"hydra.run.dir={tmp_path / 'c'}")
+    line = fail_cli(
+        "train", "experiment=digits_cnn", "data.exclude_classes=[1]", f"hydra.run.dir={tmp_path / 'c'}"
+    )
     assert "data.exclude_classes is for generative models" in line

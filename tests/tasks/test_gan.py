@@ -177,7 +177,7 @@ def test_conditional_generator_samples_the_asked_class_and_rejects_unknown_ones(
 
 
 def test_batch_norm_discriminator_is_refused_with_wgan_gp() -> None:
-    with pytest.raises(ConfigError, match="model.discriminator.norm=batch"):
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.norm=batch"):
         tiny_gan(
             loss="wgan_gp",
             discriminator={"_target_": "lit_dl.nets.DCGANDiscriminator", "channels": [8], "norm": "batch"},

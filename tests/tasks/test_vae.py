@@ -110,10 +110,12 @@ def test_importance_sampled_nll_approaches_the_exact_ppca_likelihood_from_above(
         torch.cat([perturbed_gain, torch.zeros(latent, pixels)]).tolist(),
         torch.cat([-perturbed_gain @ bias, log_var]).tolist(),
     )
-    x = (torch.randn(400, latent) @ weight.T + bias + sigma * torch.randn(400, pixels)).view(400, 1, 1, pixels)
-    exact = -torch.distributions.MultivariateNormal(bias, weight @ weight.T + sigma**2 * torch.eye(pixels)).log_prob(
-        x.view(400, pixels)
+    x = (torch.randn(400, latent) @ weight.T + bias + sigma * torch.randn(400, pixels)).view(
+        400, 1, 1, pixels
     )
+    exact = -torch.distributions.MultivariateNormal(
+        bias, weight @ weight.T + sigma**2 * torch.eye(pixels)
+    ).log_prob(x.view(400, pixels))
     with torch.no_grad():
         recon, kl = vae.elbo_terms(x)
         estimates = {k: vae.importance_nll(x, samples=k).mean().item() for k in (1, 10, 100, 1000)}
