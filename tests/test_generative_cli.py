@@ -164,3 +164,29 @@ def test_generative_models_refuse_standardised_or_tabular_data(
         "train", "experiment=digits_cnn", "data.exclude_classes=[1]", f"hydra.run.dir={tmp_path / 'c'}"
     )
     assert "data.exclude_classes is for generative models" in line
+
+
+def test_predict_writes_each_images_negative_elbo(vae_run: Path, tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    digits = load_digits()
+    Image.fromarray((digits.images[0] * 255 / 16).astype("uint8")).save(folder / "digit.png")
+    noise = torch.Generator().manual_seed(0)
+    Image.fromarray((torch.rand(8, 8, generator=noise) * 255).byte().numpy()).save(folder / "noise.png")
+    out = tmp_path / "scores.csv"
+    ckpt = vae_run / "checkpoints" / "best.ckpt"
+    main(
+        [
+            "predict",
+            f"ckpt_path={ckpt}",
+            f"input={folder}",
+            f"output={out}",
+            f"hydra.run.dir={tmp_path / 'p'}",
+        ]
+    )
+    import pandas as pd
+
+    scores = pd.read_csv(out).set_index("file")["negative_elbo"]
+    assert len(scores) == 2 and (scores > 0).all()

@@ -267,6 +267,10 @@ class ImageDataModule(InMemoryDataModule):
             raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}")
         channels, height, width = self.image_shape
         images = torch.stack([load_image(f, (height, width), channels) for f in files])
+        if self.binarize == "threshold":  # as the model saw its data
+            images = torch.where(images >= 128, 255, 0).to(torch.uint8)
+        elif self.binarize == "stochastic":
+            images = self._binary_draw(images, torch.zeros(len(images)), seed=self.split_seed)[0]
         return self._dataset(images, None), pd.DataFrame({"file": [str(f) for f in files]})
 
     # ------------------------------------------------------------ task wiring and state

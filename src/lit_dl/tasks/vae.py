@@ -189,6 +189,10 @@ class VAETask(ImageGenerativeTask):
         recon, kl = self.elbo_terms(x)
         return (recon + kl).unsqueeze(-1)
 
+    def prediction_columns(self, outputs: Tensor) -> dict[str, Any]:
+        """``lit-dl predict``'s column: the negative ELBO in nats (higher: less like the training data)."""
+        return {"negative_elbo": outputs[:, 0].float().numpy()}
+
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer("optimizer", self.parameters())
         if not self.hparams.scheduler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pandas as pd
@@ -16,11 +17,19 @@ from lit_dl.verbs.common import build, check_required, restore_from_checkpoint
 
 
 def prediction_frame(
-    datamodule: L.LightningDataModule, ids: pd.DataFrame, outputs: torch.Tensor
+    datamodule: L.LightningDataModule, ids: pd.DataFrame, outputs: torch.Tensor, model: Any = None
 ) -> pd.DataFrame:
-    """The inputs' id columns, then class probabilities and the predicted label (or the predicted value)."""
+    """The inputs' id columns, then class probabilities and the predicted label (or the predicted value).
+
+    A model with a ``prediction_columns(outputs)`` method names its own columns (e.g. a VAE's
+    anomaly score).
+    """
     frame = ids.reset_index(drop=True).copy()
-    if datamodule.task_type == "classification":
+    named = getattr(model, "prediction_columns", None)
+    if callable(named):
+        for name, values in named(outputs).items():
+            frame[name] = values
+    elif datamodule.task_type == "classification":
         classes = list(datamodule.classes)
         for i, name in enumerate(classes):
             frame[f"prob_{name}"] = outputs[:, i].numpy()
@@ -63,7 +72,7 @@ def predict(cfg: DictConfig) -> Path:
     batches = trainer.predict(model, dataloaders=batch_loader(dataset, int(cfg.batch_size), shuffle=False))
     outputs = torch.cat([b.float().cpu() for b in batches])
     if trainer.is_global_zero:
-        write_table(prediction_frame(datamodule, ids, outputs), output)
+        write_table(prediction_frame(datamodule, ids, outputs, model), output)
         atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         print(f"wrote {len(ids)} predictions to {output}")
     return output
