@@ -164,8 +164,8 @@ def logged_fidelity(task: Any, real: np.ndarray, fake: np.ndarray) -> dict[str, 
     logged: dict[str, float] = {}
     task.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
     task.generate = lambda n, generator=None: fake[:n]
-    task._val_rows = [torch.as_tensor(real)]
-    task._log_fidelity("val")
+    task.keep_rows(torch.as_tensor(real))
+    task.log_fidelity("val")
     return logged
 
 

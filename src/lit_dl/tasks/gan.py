@@ -34,6 +34,22 @@ def discriminator_loss(kind: str, real_scores: Tensor, fake_scores: Tensor) -> T
     return fake_scores.mean() - real_scores.mean()  # Wasserstein critic; the penalty is added apart
 
 
+def input_gradients(trainer: Any, scores: Tensor, inputs: Tensor) -> Tensor:
+    """``d sum(scores) / d inputs`` in float32, with the graph kept (for a gradient penalty).
+
+    Under 16-mixed the scores are scaled before ``autograd.grad`` and the gradients unscaled
+    after, as PyTorch's AMP recipe for gradient penalties does, so small gradients do not
+    underflow in float16.
+    """
+    total = scores.float().sum()
+    scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+    if scaler is not None:
+        total = scaler.scale(total)
+    (grads,) = torch.autograd.grad(total, inputs, create_graph=True)
+    grads = grads.float()
+    return grads / scaler.get_scale() if scaler is not None else grads
+
+
 def generator_loss(kind: str, fake_scores: Tensor) -> Tensor:
     """The generator's loss on the scores of its images."""
     fake_scores = fake_scores.float()
@@ -138,22 +154,10 @@ class GANTask(ImageGenerativeTask):
         return real_labels if self.hparams.conditional else None
 
     def gradient_penalty(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
-        """``E[(||grad_x D(x_hat)|| - 1)^2]`` on random points between real and generated images.
-
-        Under 16-mixed the scores are scaled before ``autograd.grad`` and the gradients unscaled
-        after, as PyTorch's AMP recipe for gradient penalties does, so small gradients do not
-        underflow in float16.
-        """
+        """``E[(||grad_x D(x_hat)|| - 1)^2]`` on random points between real and generated images."""
         alpha = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
         mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-        scores = self.discriminator(mixed, labels).float().sum()
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None:
-            scores = scaler.scale(scores)
-        (grads,) = torch.autograd.grad(scores, mixed, create_graph=True)
-        grads = grads.float()
-        if scaler is not None:
-            grads = grads / scaler.get_scale()
+        grads = input_gradients(self.trainer, self.discriminator(mixed, labels), mixed)
         return ((grads.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:

@@ -14,13 +14,14 @@ from torchmetrics import MetricCollection
 
 from lit_dl.data.table_transform import TableTransform, draw_rows
 from lit_dl.errors import ConfigError
-from lit_dl.evaluation.synthetic_report import fidelity
 from lit_dl.nets.tabular_generative import activate
 from lit_dl.tasks.base import BaseTask
+from lit_dl.tasks.gan import input_gradients
+from lit_dl.tasks.table_fidelity import TableFidelity
 from lit_dl.tasks.tabular_vae import check_rows
 
 
-class TabularGANTask(BaseTask):
+class TabularGANTask(TableFidelity, BaseTask):
     """A conditional Wasserstein GAN with gradient penalty over transformed rows.
 
     Each training batch comes from training-by-sampling (the datamodule draws a categorical
@@ -73,7 +74,6 @@ class TabularGANTask(BaseTask):
         self.automatic_optimization = False
         # Conditions when sampling: a column uniformly, its category at its real frequency (CTGAN).
         self.cond_probs = [np.asarray(c["counts"], float) / sum(c["counts"]) for c in self.table.discrete]
-        self._val_rows: list[Tensor] = []
 
     # ------------------------------------------------------------ building
     @property
@@ -104,9 +104,8 @@ class TabularGANTask(BaseTask):
             alpha.reshape(-1, real.shape[1]) * real + (1 - alpha.reshape(-1, real.shape[1])) * fake
         ).detach()
         mixed.requires_grad_(True)
-        scores = self.net.discriminator(mixed)
-        (grads,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
-        return ((grads.float().reshape(-1, pac * real.shape[1]).norm(2, dim=1) - 1) ** 2).mean()
+        grads = input_gradients(self.trainer, self.net.discriminator(mixed), mixed)
+        return ((grads.reshape(-1, pac * real.shape[1]).norm(2, dim=1) - 1) ** 2).mean()
 
     def condition_loss(self, raw: Tensor, cond: Tensor) -> Tensor:
         """Cross-entropy between each conditioned span of the generator's output and its asked category."""
@@ -124,13 +123,16 @@ class TabularGANTask(BaseTask):
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        optimizer.step()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Here, not before optimizer.step(): under 16-mixed Lightning has unscaled the gradients by now.
         if self.hparams.gradient_clip_val:
             self.clip_gradients(
                 optimizer,
                 gradient_clip_val=float(self.hparams.gradient_clip_val),
                 gradient_clip_algorithm="norm",
             )
-        optimizer.step()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         real, cond = batch
@@ -186,32 +188,10 @@ class TabularGANTask(BaseTask):
 
     # ------------------------------------------------------------ validation: fidelity of a fixed sample
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        if sum(len(r) for r in self._val_rows) < self.hparams.fidelity_rows:
-            self._val_rows.append(batch[0].detach().float().cpu())
+        self.keep_rows(batch[0])
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
-
-    def _log_fidelity(self, stage: str) -> None:
-        if not self._val_rows:
-            return
-        real = torch.cat(self._val_rows)[: self.hparams.fidelity_rows].numpy()
-        self._val_rows = []
-        generator = torch.Generator(device=self.device).manual_seed(0)  # the same draw each epoch
-        fake = self.generate(len(real), generator)
-        kinds = {c["name"]: c["kind"] for c in self.table.modelled}
-        scores = fidelity(self.table.inverse_transform(real), self.table.inverse_transform(fake), kinds)
-        # Model selection needs rows that hang together, not only columns that look right: the score
-        # is the mean of the column shapes and the pair trends (correlations, contingency tables).
-        self.log(f"{stage}/fidelity", scores["score"], prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/column_shapes", scores["column_shapes_mean"], sync_dist=True)
-        self.log(f"{stage}/column_pairs", scores["column_pairs_mean"], sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_fidelity("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_fidelity("test")
 
     # ------------------------------------------------------------ sampling
     def _conditions(self, n: int, slot: tuple[int, int] | None, generator: torch.Generator | None) -> Tensor:

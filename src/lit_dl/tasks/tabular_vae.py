@@ -13,8 +13,8 @@ from torchmetrics import MetricCollection
 
 from lit_dl.data.table_transform import TableTransform, draw_rows
 from lit_dl.errors import ConfigError
-from lit_dl.evaluation.synthetic_report import fidelity
 from lit_dl.tasks.base import BaseTask
+from lit_dl.tasks.table_fidelity import TableFidelity
 
 CATEGORY_DECODING = ("draw", "argmax")
 
@@ -25,7 +25,7 @@ def check_rows(n: Any) -> int:
     return n
 
 
-class TabularVAETask(BaseTask):
+class TabularVAETask(TableFidelity, BaseTask):
     """A variational autoencoder over rows transformed by a fitted :class:`TableTransform`.
 
     Loss per row (TVAE): ``loss_factor * reconstruction + KL``, where the reconstruction is a
@@ -80,7 +80,6 @@ class TabularVAETask(BaseTask):
         for i, (start, size) in enumerate(self.softmax_spans):
             index[i, :size] = torch.arange(start, start + size)
         self.register_buffer("span_index", index, persistent=False)
-        self._val_rows: list[Tensor] = []
 
     # ------------------------------------------------------------ building
     def net_kwargs(self) -> dict[str, Any]:
@@ -110,7 +109,7 @@ class TabularVAETask(BaseTask):
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         loss = self.negative_elbo(batch[0])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        self.log_step("train", loss, self.train_metrics, batch_size=len(batch[0]))
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -119,9 +118,8 @@ class TabularVAETask(BaseTask):
     def _eval_step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
         x = batch[0]
         loss = self.negative_elbo(x)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
-        if sum(len(r) for r in self._val_rows) < self.hparams.fidelity_rows:
-            self._val_rows.append(x.detach().float().cpu())
+        self.log_step(stage, loss, self.metric_collection(stage), batch_size=len(x))  # exact under DDP
+        self.keep_rows(x)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
@@ -129,27 +127,6 @@ class TabularVAETask(BaseTask):
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         return {"loss": self._eval_step(batch, "test")}
-
-    def _log_fidelity(self, stage: str) -> None:
-        if not self._val_rows:
-            return
-        real = torch.cat(self._val_rows)[: self.hparams.fidelity_rows].numpy()
-        self._val_rows = []
-        generator = torch.Generator(device=self.device).manual_seed(0)  # the same draw each epoch
-        fake = self.generate(len(real), generator)
-        kinds = {c["name"]: c["kind"] for c in self.table.modelled}
-        scores = fidelity(self.table.inverse_transform(real), self.table.inverse_transform(fake), kinds)
-        # Model selection needs rows that hang together, not only columns that look right: the score
-        # is the mean of the column shapes and the pair trends (correlations, contingency tables).
-        self.log(f"{stage}/fidelity", scores["score"], prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/column_shapes", scores["column_shapes_mean"], sync_dist=True)
-        self.log(f"{stage}/column_pairs", scores["column_pairs_mean"], sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_fidelity("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_fidelity("test")
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
