@@ -154,3 +154,25 @@ def test_gan_trains_under_ddp_cpu(tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(v == v for v in metrics.values()) and "test/d_loss" in metrics, metrics
     assert [p.name for p in run_dir.rglob("metrics.json")] == ["metrics.json"]
+
+
+def test_tabular_gan_trains_under_ddp_cpu(tmp_path: Path) -> None:
+    # CTGAN's updates each reach one network; DDP must be told (it failed here before the task did).
+    run_dir = tmp_path / "ctgan"
+    run(
+        [
+            *LIT_DL,
+            "train",
+            "experiment=churn_ctgan",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+            "+trainer.limit_val_batches=2",
+            "+trainer.limit_test_batches=2",
+            "callbacks.synthetic_report=null",
+            *QUIET,
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/fidelity" in metrics and 0 < metrics["test/fidelity"] <= 1, metrics

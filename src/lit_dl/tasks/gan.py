@@ -50,6 +50,20 @@ def input_gradients(trainer: Any, scores: Tensor, inputs: Tensor) -> Tensor:
     return grads / scaler.get_scale() if scaler is not None else grads
 
 
+def allow_unused_parameters_under_ddp(trainer: Any) -> None:
+    """Let DDP accept backward passes that reach only some parameters (call from ``setup``).
+
+    A GAN's updates each back-propagate through one network, so under DDP the other's parameters
+    get no gradient in that pass and DDP would fail, or wait for them (Lightning issue #20866).
+    ``setup`` runs before the strategy wraps the model, so the flag takes effect.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, DDPStrategy):
+        strategy._ddp_kwargs["find_unused_parameters"] = True
+
+
 def generator_loss(kind: str, fake_scores: Tensor) -> Tensor:
     """The generator's loss on the scores of its images."""
     fake_scores = fake_scores.float()
@@ -133,14 +147,7 @@ class GANTask(ImageGenerativeTask):
     # ------------------------------------------------------------ distributed set-up
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        # Each update back-propagates through one network only, so under DDP the other's parameters
-        # get no gradient in that backward pass; DDP must look for unused parameters or it waits for
-        # them forever (Lightning issue #20866). Set before the strategy wraps the model.
-        from lightning.pytorch.strategies import DDPStrategy
-
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            strategy._ddp_kwargs["find_unused_parameters"] = True
+        allow_unused_parameters_under_ddp(self.trainer)
 
     # ------------------------------------------------------------ training
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

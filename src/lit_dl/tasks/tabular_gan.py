@@ -16,7 +16,7 @@ from lit_dl.data.table_transform import TableTransform, draw_rows
 from lit_dl.errors import ConfigError
 from lit_dl.nets.tabular_generative import activate
 from lit_dl.tasks.base import BaseTask
-from lit_dl.tasks.gan import input_gradients
+from lit_dl.tasks.gan import allow_unused_parameters_under_ddp, input_gradients
 from lit_dl.tasks.table_fidelity import TableFidelity
 from lit_dl.tasks.tabular_vae import check_rows
 
@@ -119,6 +119,10 @@ class TabularGANTask(TableFidelity, BaseTask):
             loss = loss - (target * logp).sum(dim=1)  # zero for rows conditioned on another column
             offset += size
         return loss.mean()
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        allow_unused_parameters_under_ddp(self.trainer)
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
