@@ -332,3 +332,20 @@ def test_table_quirks_excel_bom_decimal_commas_bare_list(tmp_path: Path) -> None
     preprocessor = checkpoint["TabularDataModule"]["preprocessor"]
     assert "monthly_charges" in preprocessor["numeric"]  # "29,85" read as 29.85
     assert "customer_id" not in preprocessor["numeric"] + preprocessor["categorical"]
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(tmp_path: Path) -> None:
+    # Lightning 2.6 refreshes ModelCheckpoint's own last.ckpt only when the best one improves; a run
+    # whose best is its first epoch (here: "best" = highest validation loss) must still resume from
+    # its latest epoch.
+    run_dir = tmp_path / "run"
+    run_cli(
+        "train",
+        *SMALL,
+        "callbacks.model_checkpoint.mode=max",
+        "callbacks.early_stopping=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert best["epoch"] < last["epoch"] == EPOCHS - 1  # (a checkpoint's epoch counts epochs done)
