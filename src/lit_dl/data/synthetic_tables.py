@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -26,6 +25,7 @@ from lit_dl.data.tabular import (
     numeric_text_columns,
     parse_numbers,
     read_table,
+    split_frame,
 )
 from lit_dl.errors import DataError
 
@@ -231,25 +231,8 @@ class SyntheticTableDataModule(InMemoryDataModule):
                 frame[self.target].astype(object).where(frame[self.target].notna(), "__missing__").astype(str)
             )
             stratify = labels if labels.value_counts().min() >= 2 else None
-        try:
-            rest, val = train_test_split(
-                frame, test_size=self.val_fraction, random_state=self.split_seed, stratify=stratify
-            )
-            splits = {"val": val}
-            if not self.test_path:
-                share = self.test_fraction / (1.0 - self.val_fraction)
-                strat = stratify.loc[rest.index] if stratify is not None else None
-                rest, test = train_test_split(
-                    rest, test_size=share, random_state=self.split_seed, stratify=strat
-                )
-                splits["test"] = test
-        except ValueError as err:
-            raise DataError(
-                f"cannot split {len(frame)} rows into train/val/test ({err}); "
-                "use more rows or change data.val_fraction / data.test_fraction"
-            ) from err
-        splits["train"] = rest
-        return {k: v.reset_index(drop=True) for k, v in splits.items()}
+        test_fraction = None if self.test_path else self.test_fraction
+        return split_frame(frame, self.val_fraction, test_fraction, self.split_seed, stratify)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

@@ -144,6 +144,31 @@ def looks_like_id(series: pd.Series, categorical: bool) -> bool:
     return distinct == len(present) and bool(np.all(np.mod(values, 1) == 0))
 
 
+def split_frame(
+    frame: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float | None,
+    seed: int,
+    stratify: pd.Series | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Rows split into ``train``/``val`` (and ``test`` unless ``test_fraction`` is None), stratified."""
+    try:
+        rest, val = train_test_split(frame, test_size=val_fraction, random_state=seed, stratify=stratify)
+        splits = {"val": val}
+        if test_fraction is not None:
+            share = test_fraction / (1.0 - val_fraction)
+            strat = stratify.loc[rest.index] if stratify is not None else None
+            rest, test = train_test_split(rest, test_size=share, random_state=seed, stratify=strat)
+            splits["test"] = test
+    except ValueError as err:
+        raise DataError(
+            f"cannot split {len(frame)} rows into train/val/test ({err}); "
+            "use more rows or change data.val_fraction / data.test_fraction"
+        ) from err
+    splits["train"] = rest
+    return {k: v.reset_index(drop=True) for k, v in splits.items()}
+
+
 class TabularDataModule(InMemoryDataModule):
     """Tables from CSV or Parquet, prepared for a neural network.
 
@@ -305,30 +330,13 @@ class TabularDataModule(InMemoryDataModule):
 
     # ------------------------------------------------------------------ setup
     def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
-        fractions = (
-            {"val": self.val_fraction}
-            if self.test_path
-            else {"val": self.val_fraction, "test": self.test_fraction}
+        return split_frame(
+            frame,
+            self.val_fraction,
+            None if self.test_path else self.test_fraction,
+            self.split_seed,
+            stratify,
         )
-        try:
-            rest, val = train_test_split(
-                frame, test_size=self.val_fraction, random_state=self.split_seed, stratify=stratify
-            )
-            splits = {"val": val}
-            if "test" in fractions:
-                share = self.test_fraction / (1.0 - self.val_fraction)
-                strat = stratify.loc[rest.index] if stratify is not None else None
-                rest, test = train_test_split(
-                    rest, test_size=share, random_state=self.split_seed, stratify=strat
-                )
-                splits["test"] = test
-        except ValueError as err:
-            raise DataError(
-                f"cannot split {len(frame)} rows into train/val/test ({err}); "
-                "use more rows or change data.val_fraction / data.test_fraction"
-            ) from err
-        splits["train"] = rest
-        return {k: v.reset_index(drop=True) for k, v in splits.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
