@@ -7,6 +7,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lit_dl.data.batching import eval_loader, train_loader
+from lit_dl.errors import DataError
+
+
+def check_split_arguments(val_fraction: float, test_fraction: float, batch_size: int | None = None) -> None:
+    """One-line errors for split fractions outside (0, 1) and a batch size below 1."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < float(value) < 1.0:
+            raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
 
 
 def world(datamodule: L.LightningDataModule) -> tuple[int, int]:

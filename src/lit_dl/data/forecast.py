@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.preprocessing import as_text
 from lit_dl.data.tabular import (
     DEFAULT_NA_VALUES,
@@ -335,9 +335,7 @@ class ForecastDataModule(InMemoryDataModule):
         for name, value in (("window", window), ("horizon", horizon), ("season", season)):
             if int(value) < 1:
                 raise DataError(f"data.{name} must be a positive number of time steps, got {value}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        check_split_arguments(val_fraction, test_fraction, batch_size)
         for name, value in (("val_steps", val_steps), ("test_steps", test_steps)):
             if value is not None and int(value) < 1:
                 raise DataError(f"data.{name} must be a positive number of time steps or null, got {value}")
@@ -347,8 +345,6 @@ class ForecastDataModule(InMemoryDataModule):
             )
         if fill not in ("ffill", "interpolate"):
             raise DataError(f"data.fill must be ffill or interpolate, got {fill!r}")
-        if int(batch_size) < 1:
-            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
         time_column = as_list("time_column", time_column) or None
         features = as_list("features", features)
         path = absolute(path)

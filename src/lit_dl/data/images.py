@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.image_files import find_file, load_image, read_cifar_batches, read_idx
 from lit_dl.errors import DataError
 
@@ -110,16 +110,12 @@ class ImageDataModule(InMemoryDataModule):
         exclude_classes: Sequence[str | int] | None = None,
     ) -> None:
         super().__init__()
-        if int(batch_size) < 1:
-            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
         if scale not in ("standardize", "unit"):
             raise DataError(f"data.scale must be 'standardize' or 'unit', got {scale!r}")
         binarize = {True: "threshold", False: None, "false": None, "none": None}.get(binarize, binarize)
         if binarize not in (None, "threshold", "stochastic"):
             raise DataError(f"data.binarize must be false, 'threshold' or 'stochastic', got {binarize!r}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        check_split_arguments(val_fraction, test_fraction, batch_size)
         self.save_hyperparameters()
         self.batch_size = int(batch_size)
         self.val_fraction = float(val_fraction)

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lit_dl.data.activity import make_activity_frame
-from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.preprocessing import TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.data.tabular import (
     absolute,
@@ -92,11 +92,7 @@ class SequenceDataModule(InMemoryDataModule):
         batch_size: int = 64,
     ) -> None:
         super().__init__()
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
-        if int(batch_size) < 1:
-            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+        check_split_arguments(val_fraction, test_fraction, batch_size)
         if max_length is not None and int(max_length) < 1:
             raise DataError(f"data.max_length must be a positive integer or null, got {max_length}")
         features = as_list("features", features) or None

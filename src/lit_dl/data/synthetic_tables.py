@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.batching import TensorBatchDataset, train_loader
 from lit_dl.data.churn import make_churn_frame
 from lit_dl.data.table_transform import TableTransform
@@ -133,13 +133,9 @@ class SyntheticTableDataModule(InMemoryDataModule):
         batch_size: int = 500,
     ) -> None:
         super().__init__()
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        check_split_arguments(val_fraction, test_fraction, batch_size)
         if float(val_fraction) + (0 if test_path else float(test_fraction)) >= 0.9:
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
-        if int(batch_size) < 1:
-            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
         drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
         column_names = as_list("column_names", column_names) or None
         path, test_path = absolute(path), absolute(test_path)

@@ -14,7 +14,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from lit_dl.data.base import InMemoryDataModule
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.batching import TensorBatchDataset
 from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.errors import DataError
@@ -225,13 +225,9 @@ class TabularDataModule(InMemoryDataModule):
             raise DataError(
                 f"data.categorical_encoding must be onehot or embedding, got {categorical_encoding!r}"
             )
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        check_split_arguments(val_fraction, test_fraction, batch_size)
         if val_fraction + (0 if test_path else test_fraction) >= 0.9:
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
-        if int(batch_size) < 1:
-            raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
         if not target:
             raise DataError("data.target is not set: name the column to predict, e.g. data.target=churn")
         features = as_list("features", features) or None

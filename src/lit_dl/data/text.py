@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lit_dl.data.base import world
+from lit_dl.data.base import check_split_arguments, world
 from lit_dl.data.tabular import absolute
 from lit_dl.errors import DataError
 
@@ -234,9 +234,7 @@ class CharTextDataModule(L.LightningDataModule):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DataError(f"data.{name} must be a positive integer, got {value!r}")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise DataError(f"data.{name} must be between 0 and 1, got {value}")
+        check_split_arguments(val_fraction, test_fraction)
         if val_fraction + test_fraction >= 0.9:
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of the text for training")
         path = absolute(path)
