@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.batching import TensorBatchDataset, train_loader
-from lit_dl.data.churn import make_churn_frame
+from lit_dl.data.churn_datamodule import EmbeddedChurnTable
 from lit_dl.data.table_transform import TableTransform
 from lit_dl.data.tabular import (
     DEFAULT_NA_VALUES,
@@ -314,23 +314,9 @@ class SyntheticTableDataModule(InMemoryDataModule):
         self.numeric_text = list(state_dict.get("numeric_text", []))
 
 
-class ChurnSyntheticDataModule(SyntheticTableDataModule):
+class ChurnSyntheticDataModule(EmbeddedChurnTable, SyntheticTableDataModule):
     """:class:`SyntheticTableDataModule` over the embedded synthetic churn table (no download).
 
-    Args:
-        n_rows: customers to generate.
-        data_seed: seed of the churn generator.
-        **kwargs: everything :class:`SyntheticTableDataModule` takes; with ``path`` set, that file is read.
+    Takes ``n_rows`` and ``data_seed`` (see :class:`~lit_dl.data.churn_datamodule.EmbeddedChurnTable`)
+    and everything :class:`SyntheticTableDataModule` takes.
     """
-
-    def __init__(self, n_rows: int = 10000, data_seed: int = 0, **kwargs: Any) -> None:
-        kwargs.setdefault("target", "churn")
-        kwargs.setdefault("drop", ["customer_id"])
-        super().__init__(**kwargs)
-        self.n_rows = int(n_rows)
-        self.data_seed = int(data_seed)
-
-    def load_frame(self, path: str | None) -> pd.DataFrame:
-        if path:
-            return super().load_frame(path)
-        return make_churn_frame(self.n_rows, self.data_seed)

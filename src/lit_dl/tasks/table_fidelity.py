@@ -50,3 +50,13 @@ class TableFidelity:
 
     def on_test_epoch_end(self) -> None:
         self.log_fidelity("test")
+
+    def summarize(self, metrics: dict[str, float]) -> str | None:
+        """The test fidelity and how to sample, printed after the metrics table."""
+        if "test/fidelity" not in metrics:
+            return None
+        return (
+            f"fidelity (column shapes and pairs) of samples vs test rows: {metrics['test/fidelity']:.3f} "
+            "(1 = identical); "
+            "lit-dl sample ckpt_path=... n=10000 output=synthetic.csv writes a table"
+        )

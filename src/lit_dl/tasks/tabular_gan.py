@@ -256,12 +256,3 @@ class TabularGANTask(TableFidelity, BaseTask):
         slot = self.table.condition_slot(condition) if condition else None
         rows = draw_rows(lambda size: self.generate(size, generator, slot), self.table, n, slot)
         return self.table.inverse_transform(rows)
-
-    def summarize(self, metrics: dict[str, float]) -> str | None:
-        if "test/fidelity" not in metrics:
-            return None
-        return (
-            f"fidelity (column shapes and pairs) of samples vs test rows: {metrics['test/fidelity']:.3f} "
-            "(1 = identical); "
-            "lit-dl sample ckpt_path=... n=10000 output=synthetic.csv writes a table"
-        )
