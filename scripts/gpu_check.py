@@ -11,12 +11,10 @@ then FSDP for the default experiment; rows that do not fit the time budget are s
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -45,17 +43,9 @@ class Result:
 # ---------------------------------------------------------------------------- tiny local data
 def write_idx_files(root: Path, n_train: int = 600, n_test: int = 200) -> Path:
     """MNIST-style ``.gz`` IDX files (28x28 noise, 10 classes): MNIST and Fashion-MNIST without a download."""
-    import numpy as np
+    from lit_dl.data.image_files import write_noise_idx_set
 
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-            (root / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
-    return root
+    return write_noise_idx_set(root, n_train, n_test)
 
 
 def data_overrides(experiment: str, data_dir: Path) -> tuple[list[str], str | None]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from lit_dl.cli import main
+from lit_dl.data.image_files import write_noise_idx_set
 
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 N_PREDICT = 10
@@ -166,14 +165,7 @@ def test_channels_last_trains_on_digits(tmp_path: Path) -> None:
 
 def write_fashion_files(root: Path) -> None:
     """Fashion-MNIST's four ``.gz`` IDX files as shipped, with 60 training and 20 test images."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60), ("t10k", 20)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-            (root / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    write_noise_idx_set(root, n_train=60, n_test=20)
 
 
 def test_fashion_cnn_offline_from_files_in_data_root(tmp_path: Path) -> None:

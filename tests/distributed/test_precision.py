@@ -7,10 +7,8 @@ bf16-mixed runs on CPU; 16-mixed needs a GPU (Lightning has no fp16 autocast on 
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_dl.cli import CONFIG_DIR, main
 from lit_dl.data.churn import make_churn_frame
+from lit_dl.data.image_files import write_noise_idx_set
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
@@ -29,15 +28,7 @@ QUIET = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
 
 def write_idx_files(root: Path, n_train: int = 60, n_test: int = 20) -> Path:
     """MNIST-style ``.gz`` IDX files (28x28, 10 classes), as MNIST and Fashion-MNIST ship them."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-            (root / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
-    return root
+    return write_noise_idx_set(root, n_train, n_test)
 
 
 def local_data(experiment: str, folder: Path) -> list[str]:

@@ -58,6 +58,23 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"cannot read IDX file {path}: {err}") from err
 
 
+def write_noise_idx_set(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """MNIST's four ``.gz`` IDX files, as shipped, holding 28x28 noise images and labels 0-9 in turn.
+
+    A stand-in for MNIST or Fashion-MNIST (``data.root=root``) where nothing can be downloaded:
+    tests and ``scripts/gpu_check.sh`` train on it. The format is the one :func:`read_idx` reads.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            (root / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    return root
+
+
 def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 python batch files -> images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)``."""
     images, labels = [], []
