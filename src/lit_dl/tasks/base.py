@@ -97,17 +97,7 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "monitor": self.hparams.scheduler_monitor,
-                "interval": "epoch",
-            },
-        }
+        return with_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_monitor)
 
     # ------------------------------------------------------------ steps
     def forward(self, *inputs: Tensor) -> Tensor:
@@ -212,6 +202,20 @@ class BaseTask(L.LightningModule):
     # ------------------------------------------------------------ checkpoint metadata
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_dl"] = checkpoint_meta(self)
+
+
+def with_scheduler(optimizer: Any, scheduler: dict[str, Any] | None, monitor: str) -> Any:
+    """``configure_optimizers``' answer: the optimiser, with the configured epoch-wise scheduler if any."""
+    if not scheduler:
+        return optimizer
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {
+            "scheduler": instantiate(scheduler)(optimizer),
+            "monitor": monitor,
+            "interval": "epoch",
+        },
+    }
 
 
 def checkpoint_meta(module: L.LightningModule) -> dict[str, Any]:

@@ -156,7 +156,7 @@ class GANTask(ImageGenerativeTask):
             self.build_optimizer("optimizer_d", self.discriminator.parameters()),
         ]
 
-    def fake_labels(self, n: int, real_labels: Tensor | None) -> Tensor | None:
+    def fake_labels(self, real_labels: Tensor | None) -> Tensor | None:
         """Labels for generated images: those of the real batch (same class mix), if conditional."""
         return real_labels if self.hparams.conditional else None
 
@@ -176,7 +176,7 @@ class GANTask(ImageGenerativeTask):
         # Discriminator (critic) update: generated images are detached, the generator is not trained.
         self.toggle_optimizer(optimizer_d)
         with torch.no_grad():
-            fake = self.generator(self.latent(len(real)), self.fake_labels(len(real), labels))
+            fake = self.generator(self.latent(len(real)), self.fake_labels(labels))
         d_loss = discriminator_loss(kind, self.discriminator(real, labels), self.discriminator(fake, labels))
         if kind == "wgan_gp":
             penalty = self.gradient_penalty(real, fake, labels)
@@ -192,7 +192,7 @@ class GANTask(ImageGenerativeTask):
         if (batch_idx + 1) % self.hparams.n_critic:
             return d_loss.detach()  # what FiniteLossGuard checks
         self.toggle_optimizer(optimizer_g)
-        fake_labels = self.fake_labels(len(real), labels)
+        fake_labels = self.fake_labels(labels)
         fake = self.generator(self.latent(len(real)), fake_labels)
         g_loss = generator_loss(kind, self.discriminator(fake, fake_labels))
         optimizer_g.zero_grad(set_to_none=True)
@@ -214,7 +214,7 @@ class GANTask(ImageGenerativeTask):
         """Discriminator scores of held-out real images vs generated ones (sample quality: callback)."""
         real = batch[0] * 2 - 1
         labels = batch[1] if self.hparams.conditional and len(batch) > 1 else None
-        fake = self.sampling_generator()(self.latent(len(real)), self.fake_labels(len(real), labels))
+        fake = self.sampling_generator()(self.latent(len(real)), self.fake_labels(labels))
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
         loss = discriminator_loss(self.hparams.loss, real_scores, fake_scores)
         self.log_mean("val/d_loss", loss, len(real))
@@ -223,7 +223,7 @@ class GANTask(ImageGenerativeTask):
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         real = batch[0] * 2 - 1
         labels = batch[1] if self.hparams.conditional and len(batch) > 1 else None
-        fake = self.sampling_generator()(self.latent(len(real)), self.fake_labels(len(real), labels))
+        fake = self.sampling_generator()(self.latent(len(real)), self.fake_labels(labels))
         loss = discriminator_loss(
             self.hparams.loss, self.discriminator(real, labels), self.discriminator(fake, labels)
         )

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 from torchmetrics import MeanMetric, MetricCollection
@@ -15,6 +14,7 @@ from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import binary_auroc
 
 from lit_dl.errors import ConfigError
+from lit_dl.tasks.base import with_scheduler
 from lit_dl.tasks.generative import ImageGenerativeTask
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -195,13 +195,7 @@ class VAETask(ImageGenerativeTask):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.build_optimizer("optimizer", self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor},
-        }
+        return with_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_monitor)
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
