@@ -8,10 +8,26 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 State = Tensor | tuple[Tensor, Tensor]
+
+
+def run_recurrent(rnn: nn.RNNBase, x: Tensor | PackedSequence, state: State | None) -> tuple:
+    """``rnn(x, state)``, in float32 when bf16 autocast is on for the CPU.
+
+    oneDNN has no bf16 LSTM/GRU kernel on processors without AVX-512 (it fails with "could not
+    create a primitive descriptor for the LSTM forward propagation primitive"), so on the CPU the
+    recurrent layer runs in float32 inside a ``bf16-mixed`` run; the layers around it stay in bf16.
+    GPUs run it as autocast decides.
+    """
+    if x.is_cuda or not torch.is_autocast_enabled("cpu"):
+        return rnn(x, state)
+    if state is not None:
+        state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+    with torch.autocast("cpu", enabled=False):
+        return rnn(x.float(), state)
 
 
 def recurrent_layer(
@@ -78,13 +94,13 @@ class RecurrentEncoder(nn.Module):
     ) -> tuple[Tensor, Tensor, State]:
         """``x (B, T, F)`` -> ``outputs (B, T, H')``, ``last (B, H')`` at each sequence's true end, state."""
         if lengths is None:
-            outputs, state = self.rnn(x, state)
+            outputs, state = run_recurrent(self.rnn, x, state)
             last_forward = outputs[:, -1]
         else:
             packed = pack_padded_sequence(
                 x, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False
             )
-            packed_out, state = self.rnn(packed, state)
+            packed_out, state = run_recurrent(self.rnn, packed, state)
             outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
             index = (lengths.clamp_min(1) - 1).to(outputs.device)
             last_forward = outputs[torch.arange(len(outputs), device=outputs.device), index]
