@@ -25,7 +25,7 @@ import torch
 
 from lit_dl.cli import main as cli
 from lit_dl.data.churn_datamodule import ChurnDataModule
-from lit_dl.data.tabular import read_table
+from lit_dl.data.tables import read_table
 from lit_dl.verbs.common import restore_from_checkpoint
 
 METRICS = ("test/recall", "test/precision", "test/f1", "test/auroc")

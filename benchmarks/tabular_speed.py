@@ -52,7 +52,7 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, p
 def lit_dl_fit(datamodule: ChurnDataModule, epochs: int, train_metrics: bool = True) -> float:
     torch.manual_seed(0)
     task = ClassificationTask(
-        net=NET, optimizer=OPTIMIZER, train_metrics=train_metrics, **datamodule.task_kwargs()
+        net=NET, optimizer=OPTIMIZER, train_metrics=train_metrics, data=datamodule.data_spec()
     )
     trainer = L.Trainer(
         max_epochs=epochs,

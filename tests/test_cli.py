@@ -194,6 +194,7 @@ def test_nan_loss_stops_run_and_keeps_earlier_checkpoints(
         "trainer.max_epochs=5",
         f"model.net._target_={__name__}.NaNAfterSteps",
         "+model.net.steps=16",
+        f"allow_targets=[{__name__.split('.')[0]}]",
         "callbacks.progress_bar=null",
         f"hydra.run.dir={run_dir}",
     )
@@ -286,10 +287,11 @@ def test_library_errors_are_one_line_too(capsys: pytest.CaptureFixture[str], tmp
                 f"hydra.run.dir={tmp_path / 'r'}",
             ]
         )
-    assert exit_info.value.code == 1
+    # The optimiser's own ValueError, reported as a config error that names the key (exit 2).
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.startswith("error:")] == [err.strip()]
-    assert "learning rate" in err and "Traceback" not in err
+    assert "model.optimizer" in err and "learning rate" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
 
 

@@ -93,7 +93,8 @@ def test_train_writes_model_and_baseline_metrics_side_by_side(trained: tuple[Pat
     checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["lit_dl"]["datamodule"] == "lit_dl.data.forecast.ForecastDataModule"
     assert len(checkpoint["ForecastDataModule"]["scaler_mean"]) == 1
-    assert checkpoint["hyper_parameters"]["horizon"] == HORIZON
+    assert checkpoint["lit_dl"]["datamodule_hparams"]["horizon"] == HORIZON
+    assert "horizon" not in checkpoint["hyper_parameters"]  # data facts live with the datamodule, once
 
 
 def test_eval_reproduces_and_predict_forecasts_after_the_end(

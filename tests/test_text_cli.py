@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from lit_dl.cli import CONFIG_DIR, main
+from lit_dl.data.spec import DataSpec
 from lit_dl.tasks import ClassificationTask
 
 TEXT = "the cat sat on the mat and the dog sat on the log. " * 40  # 2,040 characters
@@ -127,8 +128,12 @@ def test_a_classifier_cannot_sample(tmp_path: Path, fail_cli: Callable[..., str]
     classifier = ClassificationTask(
         net={"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": [4]},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
-        class_names=["no", "yes"],
-        input_spec={"in_features": 3, "cat_cardinalities": []},
+        data=DataSpec(
+            task_type="classification",
+            modality="table",
+            inputs={"in_features": 3, "cat_cardinalities": []},
+            classes=["no", "yes"],
+        ),
     )
     ckpt = tmp_path / "classifier.ckpt"
     torch.save(

@@ -22,6 +22,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import read_write
 
+from lit_dl.compat import script_launch_processes, spawns_processes
 from lit_dl.errors import ConfigError
 
 # Hydra overrides of the first process that must not reach the processes Lightning starts:
@@ -115,15 +116,13 @@ def check_launch(trainer: L.Trainer, verb: str) -> None:
     * ``strategy=ddp_spawn`` for ``train``: it starts fresh processes for each of fit, validate
       and test, and the loggers' state does not survive from one to the next.
     """
-    from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
-
-    launcher = getattr(trainer.strategy, "launcher", None)
-    if isinstance(launcher, _MultiProcessingLauncher) and verb == "train":
+    if spawns_processes(trainer) and verb == "train":
         raise ConfigError(
             "trainer.strategy=ddp_spawn cannot run lit-dl train (fit, validate and test would each "
             "start new processes that lose the loggers' state); use trainer.strategy=ddp"
         )
-    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.num_processes < 2:
+    processes = script_launch_processes(trainer)
+    if processes < 2:
         return
     if trainer.strategy.cluster_environment.creates_processes_externally:
         return
@@ -133,7 +132,7 @@ def check_launch(trainer: L.Trainer, verb: str) -> None:
     main_name = spec.name if spec is not None else Path(getattr(__main__, "__file__", "") or "").name
     if main_name not in ("lit_dl.cli", "lit-dl"):
         raise ConfigError(
-            f"trainer.strategy=ddp starts its {launcher.num_processes - 1} other process(es) by re-running "
+            f"trainer.strategy=ddp starts its {processes - 1} other process(es) by re-running "
             f"the command, but this process runs {main_name or 'an interactive session'}: start it with "
             "the `lit-dl` command (or torchrun)"
         )

@@ -14,6 +14,7 @@ from PIL import Image
 from lit_dl.callbacks import ClassificationPlots
 from lit_dl.callbacks import plots as plots_module
 from lit_dl.data import TensorBatchDataset, batch_loader
+from lit_dl.data.spec import DataSpec
 from lit_dl.tasks import ClassificationTask, RegressionTask
 
 N_TEST = 22  # not a multiple of the batch size: the last batch is smaller
@@ -53,8 +54,12 @@ def image_classifier(num_classes: int = 3) -> ClassificationTask:
     return ClassificationTask(
         net=CNN_NET,
         optimizer=ADAM,
-        class_names=[f"class {i}" for i in range(num_classes)],
-        input_spec=IMAGE_SPEC,
+        data=DataSpec(
+            task_type="classification",
+            modality="images",
+            inputs=IMAGE_SPEC,
+            classes=[f"class {i}" for i in range(num_classes)],
+        ),
     )
 
 
@@ -201,9 +206,10 @@ def test_tabular_classifier_writes_only_the_confusion_matrix(
     tmp_path: Path, recorded: dict[str, list[Any]]
 ) -> None:
     torch.manual_seed(0)
-    model = ClassificationTask(
-        net=MLP_NET, optimizer=ADAM, class_names=["no", "yes", "maybe"], input_spec=TABLE_SPEC
+    spec = DataSpec(
+        task_type="classification", modality="table", inputs=TABLE_SPEC, classes=["no", "yes", "maybe"]
     )
+    model = ClassificationTask(net=MLP_NET, optimizer=ADAM, data=spec)
     x = torch.randn(N_TEST, 4)
     labels = torch.arange(N_TEST) % 3
     dataset = TensorBatchDataset(x, torch.zeros(N_TEST, 0, dtype=torch.long), labels)
@@ -217,7 +223,11 @@ def test_tabular_classifier_writes_only_the_confusion_matrix(
 
 
 def test_regression_writes_nothing(tmp_path: Path, recorded: dict[str, list[Any]]) -> None:
-    model = RegressionTask(net=MLP_NET, optimizer=ADAM, input_spec=TABLE_SPEC)
+    model = RegressionTask(
+        net=MLP_NET,
+        optimizer=ADAM,
+        data=DataSpec(task_type="regression", modality="table", inputs=TABLE_SPEC),
+    )
     x = torch.randn(N_TEST, 4)
     dataset = TensorBatchDataset(x, torch.zeros(N_TEST, 0, dtype=torch.long), torch.randn(N_TEST))
     folder = tmp_path / "plots"

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lit_dl.data.forecast import ForecastDataModule, WindowDataset, seasonal_naive_offsets
+from lit_dl.data.forecast import ForecastDataModule
+from lit_dl.data.windows import WindowDataset, seasonal_naive_offsets
 from lit_dl.errors import DataError
 
 STEPS = 120
@@ -177,8 +178,8 @@ def test_state_dict_is_plain_and_rebuilds_the_same_windows(tmp_path: Path) -> No
     restored = ForecastDataModule(**dict(dm.hparams))
     restored.load_state_dict(state)
     restored.setup("test")
-    assert restored.task_kwargs() == dm.task_kwargs()
-    assert dm.task_kwargs()["input_spec"] == {"in_features": 1 + 1 + 3}
+    assert restored.data_spec() == dm.data_spec()
+    assert dm.data_spec().inputs == {"in_features": 1 + 1 + 3}
     for a, b in zip(all_windows(dm.datasets["test"]), all_windows(restored.datasets["test"]), strict=True):
         torch.testing.assert_close(a, b)
 

@@ -67,8 +67,8 @@ def test_digits_shapes_classes_and_stratified_split(digits: DigitsDataModule) ->
     for split, size in sizes.items():
         counts = np.bincount(digits.datasets[split].labels.numpy(), minlength=10)
         assert np.all(np.abs(counts - overall * size / overall.sum()) <= 1.0), (split, counts)
-    assert digits.task_kwargs()["input_spec"] == {"in_channels": 1, "image_size": [8, 8]}
-    assert digits.task_kwargs()["class_names"] == digits.classes
+    assert digits.data_spec().inputs == {"in_channels": 1, "image_size": [8, 8]}
+    assert digits.data_spec().classes == digits.classes
 
 
 def test_digits_normalisation_is_fitted_on_the_training_split(digits: DigitsDataModule) -> None:

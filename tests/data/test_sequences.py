@@ -156,8 +156,9 @@ def test_activity_generator_patterns_drive_churn() -> None:
 def test_activity_datamodule_feeds_a_recurrent_classifier() -> None:
     dm = ActivitySequenceDataModule(n_customers=80, max_months=20, batch_size=16)
     dm.setup("fit")
-    kwargs = dm.task_kwargs()
-    assert kwargs["input_spec"] == {"in_features": 4} and kwargs["class_names"] == ["No", "Yes"]
+    spec = dm.data_spec()
+    assert spec.inputs == {"in_features": 4} and spec.classes == ["No", "Yes"]
+    assert (spec.task_type, spec.modality) == ("classification", "sequences")
     from lit_dl.nets import RecurrentClassifier
 
     x, lengths, y = next(iter(dm.train_dataloader()))

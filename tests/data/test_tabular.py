@@ -229,7 +229,7 @@ def test_restored_preprocessing_gives_identical_tensors(messy_csv, messy_frame, 
         assert a.dtype == b.dtype
         assert torch.equal(a, b)
     assert restored.classes == dm.classes
-    assert restored.task_kwargs() == dm.task_kwargs()
+    assert restored.data_spec() == dm.data_spec()
 
 
 def test_restored_preprocessing_is_not_refitted(messy_csv, messy_frame):
@@ -256,7 +256,7 @@ def test_string_target_becomes_class_indices(messy_csv, messy_frame):
     assert int(y.sum()) == int((messy_frame["churn"] == "Yes").sum())
     train_y = dm.datasets["train"].tensors[2]
     assert dm.class_counts == [int((train_y == 0).sum()), int((train_y == 1).sum())]
-    assert dm.task_kwargs()["class_names"] == ["No", "Yes"]
+    assert dm.data_spec().classes == ["No", "Yes"]
 
 
 def test_positive_label_override(messy_csv, messy_frame):
@@ -282,8 +282,12 @@ def test_auto_task_detection_classification_and_regression(messy_csv, regression
     assert y_train.mean().item() == pytest.approx(0.0, abs=1e-5)
     assert y_train.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-5)
     assert dm.target_mean == pytest.approx(regression_frame["y"].mean(), abs=0.5)
-    kwargs = dm.task_kwargs()
-    assert kwargs["target_mean"] == dm.target_mean and kwargs["target_std"] == dm.target_std
+    spec = dm.data_spec()
+    assert (spec.task_type, spec.target_mean, spec.target_std) == (
+        "regression",
+        dm.target_mean,
+        dm.target_std,
+    )
     assert dm.preprocessor.numeric == ["x1", "x2"]
     assert dm.preprocessor.categorical == ["group"]
 
@@ -395,7 +399,7 @@ def test_embedding_encoding_gives_long_indices(messy_csv, messy_frame):
     assert x_cat.shape == (len(x_num), len(CATEGORICAL))
     assert x_num.shape[1] == len(NUMERIC) == prep.num_features
     assert prep.cardinalities == [len(c) + 1 for c in prep.categories]
-    assert dm.task_kwargs()["input_spec"] == {
+    assert dm.data_spec().inputs == {
         "in_features": len(NUMERIC),
         "cat_cardinalities": prep.cardinalities,
     }

@@ -60,10 +60,9 @@ def test_vocabulary_comes_from_training_text_only(tmp_path: Path) -> None:
     expected_unknown = [c not in dm.vocabulary for c in TEXT[800:900]]
     assert (val == UNKNOWN).tolist() == expected_unknown and any(expected_unknown)
     assert (dm.datasets["train"] != UNKNOWN).all()
-    assert dm.task_kwargs() == {
-        "vocabulary": dm.vocabulary,
-        "input_spec": {"vocab_size": len(dm.vocabulary) + 1},
-    }
+    spec = dm.data_spec()
+    assert spec.options == {"vocabulary": dm.vocabulary}
+    assert spec.inputs == {"vocab_size": len(dm.vocabulary) + 1}
 
 
 def test_rare_characters_count_as_unknown(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -10,8 +12,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from lit_dl.callbacks.table_fidelity import TableFidelity
+from lit_dl.data.spec import DataSpec
 from lit_dl.data.synthetic_tables import TrainingBySampling
 from lit_dl.data.table_transform import TableTransform
+from lit_dl.errors import ConfigError
 from lit_dl.nets.tabular_generative import activate
 from lit_dl.tasks.tabular_gan import TabularGANTask
 from lit_dl.tasks.tabular_vae import TabularVAETask
@@ -47,6 +52,16 @@ def table(frame: pd.DataFrame) -> TableTransform:
     return TableTransform.fit(frame, max_modes=4)
 
 
+def table_spec(table: TableTransform, sampling: str = "uniform") -> DataSpec:
+    """What the synthetic-table datamodule tells a task: the fitted transform and how rows are drawn."""
+    return DataSpec(
+        task_type="generative",
+        modality="table",
+        inputs={"data_dim": table.output_dim},
+        options={"table": table.state_dict(), "sampling": sampling},
+    )
+
+
 def gan_task(table: TableTransform) -> TabularGANTask:
     net = {
         "_target_": "lit_dl.nets.tabular_generative.TabularGAN",
@@ -55,7 +70,7 @@ def gan_task(table: TableTransform) -> TabularGANTask:
         "discriminator_sizes": [8],
         "pac": 1,
     }
-    return TabularGANTask(net=net, optimizer=ADAM, transform=table.state_dict(), fidelity_rows=600)
+    return TabularGANTask(net=net, optimizer=ADAM, data=table_spec(table, sampling="conditional"))
 
 
 def vae_task(table: TableTransform, categories: str = "draw") -> TabularVAETask:
@@ -65,9 +80,7 @@ def vae_task(table: TableTransform, categories: str = "draw") -> TabularVAETask:
         "encoder_sizes": [8],
         "decoder_sizes": [8],
     }
-    return TabularVAETask(
-        net=net, optimizer=ADAM, transform=table.state_dict(), fidelity_rows=600, categories=categories
-    )
+    return TabularVAETask(net=net, optimizer=ADAM, data=table_spec(table), categories=categories)
 
 
 def raw_outputs(table: TableTransform, rows: np.ndarray) -> Tensor:
@@ -102,7 +115,7 @@ def test_output_activations_round_trip_through_the_transform(
     expected = table.inverse_transform(rows)
     for tau in (None, 0.2):  # plain softmax (TVAE) and Gumbel-softmax at CTGAN's temperature
         pd.testing.assert_frame_equal(
-            table.inverse_transform(activate(raw, table.spans, tau).numpy()), expected
+            table.inverse_transform(activate(raw, *table.span_index(), tau).numpy()), expected
         )
 
 
@@ -110,7 +123,7 @@ def test_gan_samples_decode_the_generators_layout(frame: pd.DataFrame, table: Ta
     task = gan_task(table)
     rows = table.transform(frame)
     task.net.generator = FixedOutputs(raw_outputs(table, rows))
-    sampled = task.generate(len(rows), torch.Generator().manual_seed(0))
+    sampled = task.generate(len(rows), generator=torch.Generator().manual_seed(0))
     pd.testing.assert_frame_equal(table.inverse_transform(sampled), table.inverse_transform(rows))
 
 
@@ -122,7 +135,7 @@ def test_vae_samples_decode_the_decoders_layout(
     rows = table.transform(frame)
     task.net.decoder = FixedOutputs(raw_outputs(table, rows))
     task.net.sigma.data.zero_()  # no noise on the offsets: the numbers come back exactly
-    sampled = task.generate(len(rows), torch.Generator().manual_seed(0))
+    sampled = task.generate(len(rows), generator=torch.Generator().manual_seed(0))
     pd.testing.assert_frame_equal(table.inverse_transform(sampled), table.inverse_transform(rows))
 
 
@@ -138,7 +151,7 @@ def test_vae_draws_categories_at_the_decoders_rate(frame: pd.DataFrame, table: T
     for categories in ("draw", "argmax"):
         task = vae_task(table, categories)
         task.net.decoder = FixedOutputs(raw)
-        sampled = table.inverse_transform(task.generate(len(raw), torch.Generator().manual_seed(0)))
+        sampled = table.inverse_transform(task.generate(len(raw), generator=torch.Generator().manual_seed(0)))
         shares[categories] = (sampled["label"] == "rich").mean()
     assert shares["draw"] == pytest.approx(0.3, abs=0.03)
     assert shares["argmax"] == 0.0
@@ -149,8 +162,7 @@ def test_training_rows_have_their_condition_in_the_generators_layout(
 ) -> None:
     """Each real row served with a condition vector has that category in the span the condition loss reads."""
     data = torch.from_numpy(table.transform(frame))
-    sizes = [table._one_hot_size(c) for c in table.discrete]
-    dataset = TrainingBySampling(data, table.category_codes(data.numpy()), sizes)
+    dataset = TrainingBySampling(data, table.category_codes(data.numpy()), table.condition_sizes())
     rows, cond = dataset.__getitems__(list(range(len(data))))
     task = gan_task(table)
     assert task.cond_dim == cond.shape[1]
@@ -161,11 +173,15 @@ def test_training_rows_have_their_condition_in_the_generators_layout(
 
 
 def logged_fidelity(task: Any, real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
+    """What the fidelity callback logs after a validation epoch of ``real`` rows, for generated ``fake``."""
     logged: dict[str, float] = {}
     task.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
-    task.generate = lambda n, generator=None: fake[:n]
-    task.keep_rows(torch.as_tensor(real))
-    task.log_fidelity("val")
+    task.generate = lambda n, generator=None, condition=None: fake[:n]
+    callback, trainer = TableFidelity(rows=600), SimpleNamespace(sanity_checking=False)
+    callback.setup(trainer, task, "fit")
+    callback.on_validation_epoch_start(trainer, task)
+    callback.on_validation_batch_end(trainer, task, None, (torch.as_tensor(real),), 0)
+    callback.on_validation_epoch_end(trainer, task)
     return logged
 
 
@@ -184,7 +200,7 @@ def test_validation_fidelity_punishes_rows_that_do_not_hang_together(
     shuffled = fresh.copy()
     start = 0
     for column in table.modelled:  # permute each column's block of the layout on its own
-        width = table._one_hot_size(column) + (1 if column["kind"] == "numeric" else 0)
+        width = table.column_width(column)
         shuffled[:, start : start + width] = shuffled[rng.permutation(len(shuffled)), start : start + width]
         start += width
     task = make_task(table)
@@ -192,3 +208,47 @@ def test_validation_fidelity_punishes_rows_that_do_not_hang_together(
     assert broken["val/column_shapes"] == pytest.approx(good["val/column_shapes"])  # columns unchanged
     assert broken["val/column_pairs"] < good["val/column_pairs"] - 0.05
     assert broken["val/fidelity"] < good["val/fidelity"] - 0.025
+
+
+def test_tasks_check_the_data_when_built(table: TableTransform) -> None:
+    """Each tabular task names the data option it needs; neither takes data without a fitted transform."""
+    with pytest.raises(ConfigError, match=r"set data\.sampling=conditional$"):
+        TabularGANTask(net={"_target_": "lit_dl.nets.tabular_generative.TabularGAN"}, optimizer=ADAM,
+                       data=table_spec(table, sampling="uniform"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"set data\.sampling=uniform$"):
+        TabularVAETask(net={"_target_": "lit_dl.nets.tabular_generative.TabularVAE"}, optimizer=ADAM,
+                       data=table_spec(table, sampling="conditional"))  # fmt: skip
+    classification = DataSpec(task_type="classification", modality="table", inputs={"in_features": 3})
+    with pytest.raises(ConfigError, match="data=churn_synthetic"):
+        TabularVAETask(net={"_target_": "lit_dl.nets.tabular_generative.TabularVAE"}, optimizer=ADAM,
+                       data=classification)  # fmt: skip
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings(r"ignore:.*isinstance\(treespec, LeafSpec\).*")
+def test_fidelity_callback_feeds_checkpoint_selection_and_grids_skip_tables(
+    frame: pd.DataFrame, table: TableTransform, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ModelCheckpoint monitors the callback's val/fidelity; the image grid callback skips a table."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_dl.callbacks import SampleGrid
+    from lit_dl.data.batching import TensorBatchDataset, batch_loader
+
+    torch.manual_seed(0)
+    rows = torch.from_numpy(table.transform(frame))
+    train = batch_loader(TensorBatchDataset(rows[:400]), 100, shuffle=True)
+    val = batch_loader(TensorBatchDataset(rows[400:]), 100, shuffle=False)
+    fidelity = TableFidelity(rows=150)
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/fidelity", mode="max")
+    trainer = L.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, callbacks=[fidelity, best, SampleGrid(dirpath=str(tmp_path / "grids"))],
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="lit_dl.callbacks.samples"):
+        trainer.fit(vae_task(table), train_dataloaders=train, val_dataloaders=val)
+    assert 0.0 < float(best.best_model_score) <= 1.0 and best.best_model_path
+    assert {"val/fidelity", "val/column_shapes", "val/column_pairs"} <= set(trainer.callback_metrics)
+    assert sum("not images" in record.getMessage() for record in caplog.records) == 1  # said once
+    assert not (tmp_path / "grids").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,12 @@ SMALL_GAN = [
     "model.net.discriminator_sizes=[32]",
     "model.net.pac=5",
 ]
-SHORT = ["trainer.max_epochs=2", "data.batch_size=100", "model.fidelity_rows=100", "data.max_modes=3"]
+SHORT = [
+    "trainer.max_epochs=2",
+    "data.batch_size=100",
+    "callbacks.table_fidelity.rows=100",
+    "data.max_modes=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +101,25 @@ def gan_run(churn_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("model", ["tvae", "ctgan"])
 def test_fast_dev_run(model: str, tiny_csv: Path, tmp_path: Path) -> None:
     small = SMALL_VAE if model == "tvae" else SMALL_GAN
-    extra = ["trainer.precision=bf16-mixed"] if model == "ctgan" else []  # the GAN's manual steps under bf16
+    # The GAN's manual steps under bf16; it trains by conditional sampling.
+    extra = ["trainer.precision=bf16-mixed", "data.sampling=conditional"] if model == "ctgan" else []
     main(
-        ["train", "data=table_synthetic", f"model={model}", f"data.path={tiny_csv}", "debug=fast_dev_run",
-         "data.batch_size=20", *QUIET, *small, *extra, f"hydra.run.dir={tmp_path}"]
+        ["train", "data=table_synthetic", f"model={model}", "callbacks=synthetic_table",
+         f"data.path={tiny_csv}", "debug=fast_dev_run", "data.batch_size=20", *QUIET, *small, *extra,
+         f"hydra.run.dir={tmp_path}"]
     )  # fmt: skip
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 < metrics["test/fidelity"] <= 1.0
     assert not (tmp_path / "report").exists()  # no report for a debugging run
+
+
+def test_the_gan_asks_for_conditional_sampling_in_one_line(
+    tiny_csv: Path, tmp_path: Path, fail_cli: Callable[..., str]
+) -> None:
+    line = fail_cli(
+        "train", "data=table_synthetic", "model=ctgan", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path}"
+    )
+    assert line.endswith("set data.sampling=conditional")
 
 
 @pytest.mark.parametrize("run", ["vae_run", "gan_run"])

@@ -15,20 +15,17 @@ from sklearn.linear_model import LogisticRegression
 
 from lit_dl.callbacks.synthetic_report import stratified_sample
 from lit_dl.cli import CONFIG_DIR
-from lit_dl.evaluation.synthetic_report import (
-    BenchmarkScaler,
-    build_report,
+from lit_dl.evaluation.synthetic import build_report, fidelity, write_report
+from lit_dl.evaluation.synthetic.efficacy import ml_efficacy
+from lit_dl.evaluation.synthetic.features import BenchmarkScaler
+from lit_dl.evaluation.synthetic.fidelity import (
     categorical_shape,
     column_kinds,
     contingency_similarity,
     correlation_similarity,
-    exact_copies,
-    fidelity,
-    ml_efficacy,
     numeric_shape,
-    privacy,
-    write_report,
 )
+from lit_dl.evaluation.synthetic.privacy import exact_copies, privacy
 
 
 def test_numeric_shape_is_one_minus_ks() -> None:

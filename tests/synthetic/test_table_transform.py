@@ -81,6 +81,22 @@ def test_layout_one_offset_and_a_mode_span_per_number(fitted: TableTransform) ->
     assert [size for _, size in fitted.discrete_spans()] == [4, 2, 2, 2]
 
 
+def test_span_helpers_agree_with_the_layout(fitted: TableTransform) -> None:
+    """Offsets, one-hot spans, their padded index and the condition layout, all read off ``spans``."""
+    offsets, spans = fitted.offset_columns(), fitted.one_hot_spans()
+    assert len(offsets) + len(spans) == len(fitted.spans)
+    covered = sorted(offsets + [s + i for s, k in spans for i in range(k)])
+    assert covered == list(range(fitted.output_dim))  # every column once
+    assert set(fitted.discrete_spans()) <= set(spans)
+    assert fitted.condition_sizes() == [k for _, k in fitted.discrete_spans()]
+    assert sum(fitted.column_width(c) for c in fitted.modelled) == fitted.output_dim
+    offset_index, span_index = fitted.span_index()
+    assert offset_index.tolist() == offsets
+    assert span_index.shape == (len(spans), max(k for _, k in spans))
+    for row, (start, size) in zip(span_index.tolist(), spans, strict=True):
+        assert row == list(range(start, start + size)) + [fitted.output_dim] * (len(row) - size)
+
+
 def test_state_is_plain_data(fitted: TableTransform, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
     torch.save(fitted.state_dict(), buffer)

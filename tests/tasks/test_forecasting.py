@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError
 from lit_dl.tasks.forecasting import ForecastTask
 
@@ -14,10 +15,23 @@ NET = {"_target_": "lit_dl.nets.RecurrentForecaster", "hidden_size": 8, "cell": 
 OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01}
 
 
-def make_task(**kwargs) -> ForecastTask:  # type: ignore[no-untyped-def]
-    settings = {"horizon": 3, "input_spec": {"in_features": 2}}
-    settings.update(kwargs)
-    return ForecastTask(NET, OPTIMIZER, **settings)
+def make_task(
+    horizon: int = 3,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
+    log_target: bool = False,
+    in_features: int = 2,
+    **kwargs,  # type: ignore[no-untyped-def]
+) -> ForecastTask:
+    spec = DataSpec(
+        task_type="forecasting",
+        modality="series",
+        inputs={"in_features": in_features},
+        target_mean=target_mean,
+        target_std=target_std,
+        options={"horizon": horizon, "log_target": log_target},
+    )
+    return ForecastTask(NET, OPTIMIZER, data=spec, **kwargs)
 
 
 def zero_head(task: ForecastTask) -> ForecastTask:
@@ -57,7 +71,7 @@ def test_relative_inputs_ignore_the_level() -> None:
 
 def test_metrics_in_series_units_beside_the_naive_forecast_worked_by_hand() -> None:
     # Scaled units: value = 100 + 10 * scaled. Naive forecast off by 1, 1, 1, 2 (as in the data test).
-    task = make_task(horizon=4, target_mean=100.0, target_std=10.0, input_spec={"in_features": 1})
+    task = make_task(horizon=4, target_mean=100.0, target_std=10.0, in_features=1)
     task.eval()
     target = (torch.tensor([[27.0, 37.0, 18.0, 28.0]]) - 100.0) / 10.0
     naive = (torch.tensor([[26.0, 36.0, 17.0, 26.0]]) - 100.0) / 10.0

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError
 from lit_dl.tasks import GANTask
 from lit_dl.tasks.gan import discriminator_loss, generator_loss
@@ -16,7 +17,13 @@ from lit_dl.tasks.gan import discriminator_loss, generator_loss
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "betas": [0.5, 0.999]}
-SPEC = {"in_channels": 1, "image_size": [8, 8]}
+SPEC = DataSpec(
+    task_type="classification",
+    modality="images",
+    inputs={"in_channels": 1, "image_size": [8, 8]},
+    classes=["a", "b", "c"],
+    scale="unit",
+)
 
 
 def tiny_gan(**overrides: Any) -> GANTask:
@@ -26,8 +33,7 @@ def tiny_gan(**overrides: Any) -> GANTask:
         "optimizer_g": ADAM,
         "optimizer_d": ADAM,
         "latent_dim": 4,
-        "input_spec": SPEC,
-        "class_names": ["a", "b", "c"],
+        "data": SPEC,
     }
     return GANTask(**{**kwargs, **overrides})
 
@@ -182,3 +188,15 @@ def test_batch_norm_discriminator_is_refused_with_wgan_gp() -> None:
             loss="wgan_gp",
             discriminator={"_target_": "lit_dl.nets.DCGANDiscriminator", "channels": [8], "norm": "batch"},
         )
+
+
+def test_conditional_generate_takes_a_class_or_one_index_per_image() -> None:
+    model = tiny_gan(conditional=True)
+    generator = torch.Generator().manual_seed(0)
+    assert model.generate(4, generator=generator, condition="b").shape == (4, 1, 8, 8)
+    assert model.generate(3, generator=generator, condition=torch.tensor([0, 1, 2])).shape == (3, 1, 8, 8)
+    with pytest.raises(ConfigError, match="expected 3 class indices"):
+        model.generate(3, condition=torch.tensor([0, 1]))
+    assert model.sample(5, generator=generator, condition="a").shape == (5, 1, 8, 8)
+    with pytest.raises(ConfigError, match="takes no option"):
+        model.sample(2, temperature=1.0)

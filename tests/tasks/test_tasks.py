@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from lit_dl.callbacks import FiniteLossGuard
 from lit_dl.data import TensorBatchDataset, batch_loader
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError, TrainingError
 from lit_dl.tasks import ClassificationTask, RegressionTask
 
@@ -23,18 +24,25 @@ CLASSIFICATION_METRICS = ["accuracy", "auroc", "f1", "precision", "recall", "ave
 REGRESSION_METRICS = ["mse", "rmse", "mae", "r2"]
 
 
-def classifier(num_classes: int = 2, **kwargs: Any) -> ClassificationTask:
-    kwargs.setdefault("net", NET)
-    kwargs.setdefault("optimizer", ADAM)
-    kwargs.setdefault("input_spec", SPEC)
-    return ClassificationTask(class_names=[f"c{i}" for i in range(num_classes)], **kwargs)
+def table_spec(task_type: str = "classification", **fields: Any) -> DataSpec:
+    return DataSpec(task_type=task_type, modality="table", inputs=SPEC, **fields)
 
 
-def regressor(**kwargs: Any) -> RegressionTask:
+def classifier(
+    num_classes: int = 2, class_counts: list[int] | None = None, **kwargs: Any
+) -> ClassificationTask:
     kwargs.setdefault("net", NET)
     kwargs.setdefault("optimizer", ADAM)
-    kwargs.setdefault("input_spec", SPEC)
-    return RegressionTask(**kwargs)
+    classes = [f"c{i}" for i in range(num_classes)]
+    return ClassificationTask(data=table_spec(classes=classes, class_counts=class_counts), **kwargs)
+
+
+def regressor(target_mean: float = 0.0, target_std: float = 1.0, **kwargs: Any) -> RegressionTask:
+    kwargs.setdefault("net", NET)
+    kwargs.setdefault("optimizer", ADAM)
+    return RegressionTask(
+        data=table_spec("regression", target_mean=target_mean, target_std=target_std), **kwargs
+    )
 
 
 def dataset(x_num: torch.Tensor, y: torch.Tensor) -> TensorBatchDataset:
@@ -167,7 +175,7 @@ def test_bad_class_weights_raise(kwargs, match):
 
 def test_single_class_raises():
     with pytest.raises(ConfigError, match="at least 2 classes"):
-        ClassificationTask(net=NET, optimizer=ADAM, class_names=["only"], input_spec=SPEC)
+        ClassificationTask(net=NET, optimizer=ADAM, data=table_spec(classes=["only"]))
 
 
 # ---------------------------------------------------------------------------- regression
@@ -207,9 +215,21 @@ def test_regression_predictions_are_unscaled():
     torch.testing.assert_close(task.metric_target(torch.tensor([0.5, -1.0])), torch.tensor([52.0, 46.0]))
 
 
-@pytest.mark.parametrize(("loss", "cls"), [("mse", torch.nn.MSELoss), ("l1", torch.nn.L1Loss)])
+@pytest.mark.parametrize(
+    ("loss", "cls"),
+    [
+        ("mse", torch.nn.MSELoss),
+        ("l1", torch.nn.L1Loss),
+        ({"_target_": "torch.nn.HuberLoss", "delta": 0.5}, torch.nn.HuberLoss),
+    ],
+)
 def test_regression_loss_choice(loss, cls):
     assert isinstance(regressor(loss=loss).criterion, cls)
+
+
+def test_loss_entry_outside_the_allowed_packages_is_refused():
+    with pytest.raises(ConfigError, match=r"model\.loss\._target_=numpy\.savetxt is not allowed"):
+        regressor(loss={"_target_": "numpy.savetxt", "fname": "x"})
 
 
 def test_unknown_regression_loss_raises():
@@ -225,14 +245,14 @@ def test_hyperparameters_are_plain_data():
         2,
         net=OmegaConf.create(NET),
         optimizer=OmegaConf.create(ADAM),
-        input_spec=OmegaConf.create(SPEC),
         class_counts=[3, 1],
     )
     hparams = dict(task.hparams)
     assert is_plain(hparams)
     assert hparams["net"] == NET
-    assert hparams["input_spec"] == SPEC
-    assert hparams["class_names"] == ["c0", "c1"]
+    # The data's description is not a hyperparameter: the checkpoint's datamodule state gives it back.
+    assert "data" not in hparams and "class_names" not in hparams
+    assert task.data_spec.classes == ["c0", "c1"]
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
@@ -255,9 +275,8 @@ def test_checkpoint_loads_weights_only_and_rebuilds_model(kind, tmp_path: Path):
 
     checkpoint = torch.load(path, weights_only=True)
     assert is_plain(checkpoint["hyper_parameters"])
-    assert checkpoint["lit_dl"]["task"] == f"{cls.__module__}.{cls.__qualname__}"
 
-    restored = cls.load_from_checkpoint(path, map_location="cpu")
+    restored = cls.load_from_checkpoint(path, map_location="cpu", data=task.data_spec)
     assert type(restored) is cls
     task.eval()
     restored.eval()
@@ -268,7 +287,7 @@ def test_checkpoint_loads_weights_only_and_rebuilds_model(kind, tmp_path: Path):
             task.compute_loss(task(*ds.tensors[:2]), ds.tensors[2]),
         )
     if kind == "regression":
-        assert (restored.target_mean, restored.target_std) == (task.target_mean, task.target_std)
+        assert restored.data_spec == task.data_spec
 
 
 # ---------------------------------------------------------------------------- bad configs and divergence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 from unittest.mock import PropertyMock, patch
@@ -10,11 +11,25 @@ import pytest
 import torch
 from torch import nn
 
+from lit_dl.data.spec import DataSpec
+from lit_dl.errors import ConfigError
 from lit_dl.tasks import VAETask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+
+
+def image_spec(pixels: int, anomaly_classes: list[int] | None = None) -> DataSpec:
+    """Unit-scale images of shape (1, 1, pixels) in two classes."""
+    return DataSpec(
+        task_type="classification",
+        modality="images",
+        inputs={"in_channels": 1, "image_size": [1, pixels]},
+        classes=["0", "1"],
+        scale="unit",
+        anomaly_classes=anomaly_classes,
+    )
 
 
 def linear_vae(pixels: int, latent: int, likelihood: str) -> VAETask:
@@ -25,7 +40,7 @@ def linear_vae(pixels: int, latent: int, likelihood: str) -> VAETask:
         optimizer=ADAM,
         latent_dim=latent,
         likelihood=likelihood,
-        input_spec={"in_channels": 1, "image_size": [1, pixels]},
+        data=image_spec(pixels),
     )
 
 
@@ -156,8 +171,7 @@ def test_anomaly_auroc_ranks_negative_elbos_of_tens_of_nats() -> None:
         optimizer=ADAM,
         latent_dim=2,
         nll_samples=0,
-        input_spec={"in_channels": 1, "image_size": [1, 4]},
-        anomaly_classes=[1],
+        data=image_spec(4, anomaly_classes=[1]),
     )
     labels = torch.tensor([0, 1, 0, 1, 0, 0, 1, 0])
     images = torch.zeros(8, 1, 1, 4)
@@ -170,3 +184,16 @@ def test_anomaly_auroc_ranks_negative_elbos_of_tens_of_nats() -> None:
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(vae, DataLoader(TensorDataset(images, labels), batch_size=3), verbose=False)
     assert trainer.callback_metrics["test/anomaly_auroc"].item() == pytest.approx(1.0)
+
+
+def test_image_models_refuse_standardised_pixels_and_tables() -> None:
+    nets = {
+        "encoder": {"_target_": "lit_dl.nets.MLPEncoder"},
+        "decoder": {"_target_": "lit_dl.nets.MLPDecoder"},
+    }
+    standardised = dataclasses.replace(image_spec(4), scale="standardize")
+    with pytest.raises(ConfigError, match=r"set data\.scale=unit \(the generative experiments do\)$"):
+        VAETask(**nets, optimizer=ADAM, data=standardised)
+    table = DataSpec(task_type="generative", modality="table", inputs={"data_dim": 4})
+    with pytest.raises(ConfigError, match="needs images data"):
+        VAETask(**nets, optimizer=ADAM, data=table)

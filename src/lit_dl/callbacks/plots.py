@@ -89,7 +89,8 @@ class ClassificationPlots(L.Callback):
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, matrix: Tensor) -> None:
         folder = Path(self.dirpath or Path(trainer.default_root_dir) / "plots")
         folder.mkdir(parents=True, exist_ok=True)
-        names = list(pl_module.hparams.get("class_names") or range(matrix.shape[0]))
+        spec = getattr(pl_module, "data_spec", None)
+        names = list((spec.classes if spec is not None else None) or range(matrix.shape[0]))
         figure = confusion_figure(matrix, [str(n) for n in names])
         self._save(trainer, "test/confusion_matrix", figure, folder / "confusion_matrix.png")
         if self.samples:

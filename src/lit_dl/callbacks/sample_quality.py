@@ -1,6 +1,6 @@
 """Sample quality of a generative model while it trains and after testing: FID, KID, precision, recall.
 
-The model provides ``generate(n, generator) -> (n, C, H, W)`` images in [0, 1] on its
+The model provides ``generate(n, generator=...) -> (n, C, H, W)`` images in [0, 1] on its
 device, ``generator`` being a seeded CPU ``torch.Generator``. Generated images are
 compared with real ones of the datamodule in the feature space of a classifier of the
 same data set (see :mod:`lit_dl.evaluation.feature_classifier`), beside the floor: the
@@ -95,9 +95,11 @@ class SampleQuality(L.Callback):
 
     # ------------------------------------------------------------ set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not callable(getattr(pl_module, "generate", None)):
+        spec = getattr(pl_module, "data_spec", None)
+        images = spec is None or spec.modality == "images"
+        if not callable(getattr(pl_module, "generate", None)) or not images:
             raise ConfigError(
-                f"callbacks.sample_quality needs a generative model with generate(n, generator); "
+                "callbacks.sample_quality needs a generative model with generate(n, generator) of images; "
                 f"{type(pl_module).__name__} has none (drop it with callbacks.sample_quality=null)"
             )
         if trainer.datamodule is None:
@@ -221,10 +223,10 @@ class SampleQuality(L.Callback):
         generator = torch.Generator().manual_seed(self.seed)
         for start in range(0, n, self.batch_size):
             count = min(self.batch_size, n - start)
-            images = pl_module.generate(count, generator)
+            images = pl_module.generate(count, generator=generator)
             if images.ndim != 4 or len(images) != count:
                 raise ConfigError(
-                    f"{type(pl_module).__name__}.generate({count}, generator) returned shape "
+                    f"{type(pl_module).__name__}.generate({count}, generator=...) returned shape "
                     f"{list(images.shape)}; expected ({count}, C, H, W) images in [0, 1]"
                 )
             yield images.float().clamp(0.0, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger(__name__)
 
 
 def log_image_grid(trainer: L.Trainer, key: str, grid: Tensor, path: Path) -> None:
@@ -30,7 +33,8 @@ class SampleGrid(L.Callback):
     ``samples/latest.png``); for models with ``reconstruct`` (VAEs) also
     ``reconstructions_epoch_NNN.png`` (validation images, each above its
     reconstruction), and, after training, ``interpolation.png`` (rows of decoded
-    points between two validation images). Rank zero only.
+    points between two validation images). Rank zero only. A model that does not generate
+    images (a tabular one) gets no grids: one info line says so.
 
     Args:
         dirpath: folder of the PNG files (default: ``<trainer.default_root_dir>/samples``).
@@ -58,15 +62,31 @@ class SampleGrid(L.Callback):
         self.seed = seed
         self.min_size = min_size
         self.real: Tensor | None = None
+        self.skipped = False  # said once that the model draws no images
 
     def folder(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath or Path(trainer.default_root_dir) / "samples")
 
     def _labels(self, pl_module: L.LightningModule) -> Tensor | None:
-        hparams = pl_module.hparams
-        if not hparams.get("conditional"):
+        """One class index per grid cell for a class-conditional model (each row walks the classes)."""
+        if not pl_module.hparams.get("conditional"):
             return None
-        return torch.arange(self.n) % len(hparams.class_names)  # each row walks through the classes
+        return torch.arange(self.n) % len(pl_module.data_spec.classes)
+
+    def _draws_images(self, pl_module: L.LightningModule) -> bool:
+        """Whether the model generates images; says once, at info level, when it does not."""
+        spec = getattr(pl_module, "data_spec", None)
+        if spec is None or spec.modality == "images":
+            return True
+        if not self.skipped:
+            log.info(
+                "callbacks.samples: %s generates %s rows, not images: no sample grids "
+                "(drop it with callbacks.samples=null)",
+                type(pl_module).__name__,
+                spec.modality,
+            )
+            self.skipped = True
+        return False
 
     def _save(self, trainer: L.Trainer, images: Tensor, name: str, key: str, nrow: int) -> None:
         folder = self.folder(trainer)
@@ -87,10 +107,10 @@ class SampleGrid(L.Callback):
         if (epoch + 1) % self.every_n_epochs:
             return
         generate = getattr(pl_module, "generate", None)
-        if generate is None:
+        if generate is None or not self._draws_images(pl_module):
             return
         generator = torch.Generator().manual_seed(self.seed)
-        samples = generate(self.n, generator=generator, labels=self._labels(pl_module))
+        samples = generate(self.n, generator=generator, condition=self._labels(pl_module))
         self._save(trainer, samples, f"epoch_{epoch:03d}.png", "samples", self.nrow)
         self._save(trainer, samples, "latest.png", "samples_latest", self.nrow)
         if hasattr(pl_module, "reconstruct"):

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_dl.errors import DataError
-from lit_dl.evaluation.synthetic_report import build_report, summary_lines, write_report
+from lit_dl.evaluation.synthetic import build_report, summary_lines, write_report
 
 log = logging.getLogger(__name__)
 

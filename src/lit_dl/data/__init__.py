@@ -12,7 +12,8 @@ from lit_dl.data.images import (
 )
 from lit_dl.data.preprocessing import TabularPreprocessor
 from lit_dl.data.sequences import ActivitySequenceDataModule, PaddedSequenceDataset, SequenceDataModule
-from lit_dl.data.tabular import TabularDataModule, read_table
+from lit_dl.data.tables import read_table
+from lit_dl.data.tabular import TabularDataModule
 from lit_dl.data.text import CharTextDataModule
 
 __all__ = [

@@ -20,9 +20,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lit_dl.compat import unrepeated_sampler
 
 
 class TensorBatchDataset(Dataset):
@@ -71,7 +72,7 @@ def eval_loader(dataset: Dataset, batch_size: int, rank: int = 0, world_size: in
         return batch_loader(dataset, batch_size, shuffle=False)
     if len(dataset) < world_size:
         raise ValueError(f"{len(dataset)} rows cannot be shared by {world_size} processes")
-    sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+    sampler = unrepeated_sampler(dataset, num_replicas=world_size, rank=rank)
     return batch_loader(dataset, batch_size, shuffle=False, sampler=sampler)
 
 

@@ -17,22 +17,20 @@ channel 0, the seasonal-naive forecast ``(B, horizon)`` and the targets
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.preprocessing import as_text
-from lit_dl.data.tabular import (
+from lit_dl.data.spec import DataSpec
+from lit_dl.data.tables import (
     DEFAULT_NA_VALUES,
     absolute,
     as_list,
@@ -41,228 +39,15 @@ from lit_dl.data.tabular import (
     parse_numbers,
     read_table,
 )
+from lit_dl.data.time_index import FillMethod, GridSeries, fill_missing, parse_times, regular_grid
+from lit_dl.data.windows import WindowDataset, window_origins
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FillMethod = Literal["ffill", "interpolate"]
-# Column names pandas assembles into a date (data.time_column=[year,month,day,hour]).
-DATE_PARTS = {"year", "month", "day", "hour", "minute", "second"}
 # Column of the prediction file when there is no single time column to name it after.
 COMBINED_TIME = "time"
 ROW_STEP = "step"
-
-
-def seasonal_naive_offsets(horizon: int, season: int) -> Tensor:
-    """Offsets from the origin ``t`` of the seasonal-naive forecast of ``t+1 .. t+horizon``.
-
-    ``ŷ(t+h) = y(t+h - season·ceil(h/season))``: the value one (or, past the first season,
-    several) seasons back, always at or before ``t``. Offsets lie in ``[1-season, 0]``.
-    """
-    steps = torch.arange(1, horizon + 1)
-    return steps - season * torch.ceil(steps / season).long()
-
-
-class WindowDataset(Dataset):
-    """Sliding windows over one encoded series, gathered a whole batch at a time.
-
-    The series is stored once; a batch is built by index arithmetic from the windows'
-    origins, so memory does not grow with ``window``. Works with
-    :func:`~lit_dl.data.batching.batch_loader` like a ``TensorBatchDataset``.
-
-    Args:
-        series: ``(T, F)`` scaled values, the target in channel 0.
-        origins: ``(N,)`` index of each window's last input step.
-        window, horizon, season: see :class:`ForecastDataModule`.
-        with_targets: also return the targets (False for prediction past the end of the data).
-    """
-
-    def __init__(
-        self,
-        series: Tensor,
-        origins: Tensor,
-        window: int,
-        horizon: int,
-        season: int,
-        with_targets: bool = True,
-    ) -> None:
-        self.series = series
-        self.origins = origins.long()
-        self.input_offsets = torch.arange(1 - window, 1)
-        self.target_offsets = torch.arange(1, horizon + 1)
-        self.naive_offsets = seasonal_naive_offsets(horizon, season)
-        self.with_targets = with_targets
-
-    def __len__(self) -> int:
-        return len(self.origins)
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
-        """``x (B, window, F)``, ``naive (B, horizon)`` and, with targets, ``y (B, horizon)``."""
-        origin = self.origins[torch.as_tensor(indices, dtype=torch.long)][:, None]
-        x = self.series[origin + self.input_offsets]
-        naive = self.series[origin + self.naive_offsets, 0]
-        if not self.with_targets:
-            return x, naive
-        return x, naive, self.series[origin + self.target_offsets, 0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-        return tuple(t[0] for t in self.__getitems__([index]))
-
-
-@dataclass
-class GridSeries:
-    """A file's rows sorted by time on a regular grid.
-
-    ``frame`` holds the target and the feature columns (raw values, NaN where missing),
-    indexed by time stamp (``kind="datetime"``), by number (``"number"``) or by row
-    (``"row"``, without a time column). ``freq`` (a pandas frequency) or ``step`` (a
-    fixed spacing) give the time stamps after the end.
-    """
-
-    frame: pd.DataFrame
-    kind: str
-    freq: str | None = None
-    step: Any = None
-
-    def future(self, horizon: int) -> list[Any]:
-        """Time stamps of the ``horizon`` steps after the end of the series."""
-        last = self.frame.index[-1]
-        if self.kind == "datetime" and self.freq:
-            return list(pd.date_range(last, periods=horizon + 1, freq=self.freq)[1:])
-        step = self.step if self.step is not None else 1
-        if self.kind == "number" and float(last).is_integer() and float(step).is_integer():
-            last, step = int(last), int(step)  # an integer step index stays integer
-        return [last + step * k for k in range(1, horizon + 1)]
-
-
-def parse_times(
-    frame: pd.DataFrame, columns: list[str], source: str, time_format: str | None = None
-) -> tuple[pd.Series, str]:
-    """The time stamps of every row and their kind: ``datetime``, ``number`` or ``row`` (no column)."""
-    if not columns:
-        return pd.Series(np.arange(len(frame)), index=frame.index), "row"
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"time column(s) {', '.join(map(repr, missing))} not in {source}; columns are: "
-            f"{', '.join(map(str, frame.columns))} (set data.time_column, or data.time_column=null "
-            "to take the rows in file order)"
-        )
-    if len(columns) > 1:
-        parts = frame[columns]
-        if {c.lower() for c in columns} <= DATE_PARTS:  # e.g. [year, month, day, hour]
-            stamps = pd.to_datetime(
-                parts.apply(parse_numbers).set_axis([c.lower() for c in columns], axis=1), errors="coerce"
-            )
-        else:  # e.g. [date, time]: joined with a space, then parsed
-            text = parts.astype(str).agg(" ".join, axis=1).where(parts.notna().all(axis=1))
-            stamps = to_datetime(text, time_format)
-        return stamps, "datetime"
-    column = frame[columns[0]]
-    if (
-        time_format is None
-        and pd.api.types.is_numeric_dtype(column)
-        and not pd.api.types.is_bool_dtype(column)
-    ):
-        return column.astype("float64"), "number"
-    return to_datetime(column, time_format), "datetime"
-
-
-def to_datetime(text: pd.Series, time_format: str | None = None) -> pd.Series:
-    """Dates from text, in ``time_format`` if given; a column in mixed formats is read cell by cell."""
-    if time_format:
-        return pd.to_datetime(text.astype(str), errors="coerce", format=time_format)
-    stamps = pd.to_datetime(text, errors="coerce")
-    if stamps.isna().sum() > text.isna().sum():
-        mixed = pd.to_datetime(text, errors="coerce", format="mixed")
-        if mixed.isna().sum() < stamps.isna().sum():
-            stamps = mixed
-    return stamps
-
-
-def infer_frequency(index: pd.DatetimeIndex) -> str | None:
-    """The pandas frequency of evenly spaced stamps (``MS``, ``h``, ...), or None."""
-    with warnings.catch_warnings():
-        # pandas 3 warns that a later version returns an offset; both are handled below.
-        warnings.simplefilter("ignore")
-        freq = pd.infer_freq(index)
-    return getattr(freq, "freqstr", freq)
-
-
-def calendar_grid(index: pd.DatetimeIndex) -> tuple[str, pd.DatetimeIndex] | None:
-    """A month/quarter/year/week grid that holds every stamp of a series with gaps, or None.
-
-    ``pd.infer_freq`` needs the stamps complete; months have 28 to 31 days, so one missing
-    month also defeats a fixed step. The grid must not be mostly gaps (at most twice the rows).
-    """
-    weekly = f"W-{index[0].day_name()[:3].upper()}"
-    for freq in ("MS", "ME", "QS", "QE", "YS", "YE", weekly):
-        grid = pd.date_range(index[0], index[-1], freq=freq)
-        if len(grid) and len(grid) <= 2 * len(index) and index.isin(grid).all():
-            return freq, grid
-    return None
-
-
-def regular_grid(frame: pd.DataFrame, kind: str) -> GridSeries:
-    """Put a time-indexed frame on its grid: evenly spaced stamps with gaps become missing rows.
-
-    A datetime index with a pandas frequency (``MS``, ``h``, ...) is regular already.
-    Otherwise the most common spacing is the step; when every spacing is a whole number
-    of steps, the missing stamps are inserted as rows of NaN (filled like any missing
-    value). Irregular stamps are kept as consecutive steps, with a warning.
-    """
-    if kind == "row" or len(frame) < 3:
-        return GridSeries(frame, kind)
-    if kind == "datetime":
-        freq = infer_frequency(frame.index)
-        if freq is not None:
-            return GridSeries(frame, kind, freq=freq)
-        calendar = calendar_grid(frame.index)
-        if calendar is not None:
-            freq, grid = calendar
-            log.warning(
-                "the series has %d missing time steps (gaps in its time column); they are filled "
-                "like missing values",
-                len(grid) - len(frame),
-            )
-            return GridSeries(frame.reindex(grid), kind, freq=freq)
-    gaps = pd.Series(frame.index).diff().dropna()
-    step = gaps.mode().iloc[0]
-    ratios = (gaps / step if kind == "datetime" else gaps.astype("float64") / float(step)).to_numpy()
-    whole = np.round(ratios).astype(np.int64)
-    if np.allclose(ratios, whole):
-        positions = np.concatenate([[0], np.cumsum(whole)])  # each row's step number on the grid
-        count = int(positions[-1]) + 1
-        if count > len(frame):
-            log.warning(
-                "the series has %d missing time steps (gaps in its time column); they are filled "
-                "like missing values",
-                count - len(frame),
-            )
-            if kind == "datetime":
-                grid = pd.date_range(frame.index[0], periods=count, freq=step)
-            else:
-                grid = pd.Index(frame.index[0] + step * np.arange(count))
-            frame = frame.set_axis(positions).reindex(np.arange(count)).set_axis(grid)
-        return GridSeries(frame, kind, step=step)
-    log.warning("the time stamps are irregularly spaced; each row is taken as one time step")
-    return GridSeries(frame, kind, step=step)
-
-
-def fill_missing(frame: pd.DataFrame, method: FillMethod) -> pd.DataFrame:
-    """Fill missing values of a time-indexed frame.
-
-    ``ffill`` carries the last observation forward (uses only the past); ``interpolate``
-    draws a straight line through a gap, by elapsed time (uses the value after the gap).
-    Both then carry values forward, and backward over leading gaps.
-    """
-    frame = frame.copy()
-    if method == "interpolate":
-        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-        if numeric:
-            how = "time" if isinstance(frame.index, pd.DatetimeIndex) else "index"
-            frame[numeric] = frame[numeric].interpolate(method=how, limit_area="inside")
-    return frame.ffill().bfill()
 
 
 class ForecastDataModule(InMemoryDataModule):
@@ -503,10 +288,7 @@ class ForecastDataModule(InMemoryDataModule):
 
     def window_origins(self, observed: np.ndarray, start: int, end: int) -> Tensor:
         """Origins of the windows whose targets all lie in ``[start, end)`` and were observed."""
-        origins = np.arange(max(start - 1, self.history - 1), end - self.horizon)
-        missing = np.concatenate([[0], np.cumsum(~observed)])
-        complete = missing[origins + self.horizon + 1] == missing[origins + 1]
-        return torch.from_numpy(origins[complete])
+        return window_origins(observed, start, end, self.history, self.horizon)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -593,16 +375,17 @@ class ForecastDataModule(InMemoryDataModule):
         assert self.numeric_features is not None
         return 1 + len(self.numeric_features) + sum(len(c) for c in self.categories.values())
 
-    def task_kwargs(self) -> dict[str, Any]:
-        """What a task needs to know about this data to build its network and read its outputs."""
-        assert self.fitted
-        return {
-            "input_spec": {"in_features": self.num_inputs()},
-            "horizon": self.horizon,
-            "target_mean": self.scaler_mean[0],
-            "target_std": self.scaler_scale[0],
-            "log_target": self.log_target,
-        }
+    def data_spec(self) -> DataSpec:
+        """Values per step, the horizon and the target's scaler (the task reads forecasts back with it)."""
+        assert self.fitted, "setup() or load_state_dict() first"
+        return DataSpec(
+            task_type="forecasting",
+            modality="series",
+            inputs={"in_features": self.num_inputs()},
+            target_mean=float(self.scaler_mean[0]),
+            target_std=float(self.scaler_scale[0]),
+            options={"horizon": int(self.horizon), "log_target": bool(self.log_target)},
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -24,6 +24,14 @@ from torch import Tensor
 
 from lit_dl.errors import DataError
 
+# Suffixes of the image files a folder of images is read from.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# The files of MNIST and Fashion-MNIST (IDX, each also as .gz) and of CIFAR-10 (pickled batches), per split.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 IDX_DTYPES = {
     0x08: np.uint8,
     0x09: np.int8,

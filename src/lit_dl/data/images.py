@@ -17,20 +17,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from lit_dl.builder import build
 from lit_dl.data.base import InMemoryDataModule, check_split_arguments
-from lit_dl.data.image_files import find_file, load_image, read_cifar_batches, read_idx
+from lit_dl.data.image_files import (
+    CIFAR_FILES,
+    IDX_FILES,
+    IMAGE_SUFFIXES,
+    find_file,
+    load_image,
+    read_cifar_batches,
+    read_idx,
+)
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SKIP_HINT = " (set data.skip_bad_files=true to skip unreadable files)"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 Arrays = tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
 
 
@@ -182,7 +190,11 @@ class ImageDataModule(InMemoryDataModule):
             val, test = (
                 self._binary_draw(*split, seed=self.split_seed + i) for i, split in enumerate((val, test))
             )
-        augment = v2.Compose([instantiate(t) for t in self.augment]) if self.augment else None
+        augment = (
+            v2.Compose([build(t, f"data.augment[{i}]") for i, t in enumerate(self.augment)])
+            if self.augment
+            else None
+        )
         self.datasets = {
             "train": self._dataset(*train, transform=augment, resample_binary=self.binarize == "stochastic"),
             "val": self._dataset(*val),
@@ -270,16 +282,18 @@ class ImageDataModule(InMemoryDataModule):
         return self._dataset(images, None), pd.DataFrame({"file": [str(f) for f in files]})
 
     # ------------------------------------------------------------ task wiring and state
-    def task_kwargs(self) -> dict[str, Any]:
-        assert self.image_shape is not None
-        kwargs: dict[str, Any] = {
-            "input_spec": {"in_channels": self.image_shape[0], "image_size": self.image_shape[1:]},
-            "class_names": list(self.classes),
-            "class_counts": self.class_counts,
-        }
-        if self.exclude_classes:  # only generative tasks (anomaly scoring) take this
-            kwargs["anomaly_classes"] = self.excluded_indices(self.classes)
-        return kwargs
+    def data_spec(self) -> DataSpec:
+        """Image geometry, classes and pixel scale; held-out classes for anomaly scoring."""
+        assert self.image_shape is not None, "setup() or load_state_dict() first"
+        return DataSpec(
+            task_type="classification",
+            modality="images",
+            inputs={"in_channels": self.image_shape[0], "image_size": list(self.image_shape[1:])},
+            classes=list(self.classes),
+            class_counts=self.class_counts,
+            scale=self.scale,
+            anomaly_classes=self.excluded_indices(self.classes) if self.exclude_classes else None,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None:
@@ -345,11 +359,6 @@ TORCHVISION_SETS: dict[str, dict[str, Any]] = {
         "classes": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
     },
 }
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
 class TorchvisionDataModule(ImageDataModule):

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 from lit_dl.data.activity import make_activity_frame
 from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.preprocessing import TabularPreprocessor, encode_classes, fit_classes
-from lit_dl.data.tabular import (
+from lit_dl.data.spec import DataSpec
+from lit_dl.data.tables import (
     absolute,
     as_list,
     clean_frame,
@@ -262,12 +263,16 @@ class SequenceDataModule(InMemoryDataModule):
         return PaddedSequenceDataset(x, lengths), pd.DataFrame({self.id_column: ids})
 
     # ------------------------------------------------------------ task wiring and state
-    def task_kwargs(self) -> dict[str, Any]:
-        return {
-            "input_spec": {"in_features": self.preprocessor.num_features},
-            "class_names": list(self.classes),
-            "class_counts": self.class_counts,
-        }
+    def data_spec(self) -> DataSpec:
+        """Step features per month and the target's classes."""
+        assert self.preprocessor is not None, "setup() or load_state_dict() first"
+        return DataSpec(
+            task_type="classification",
+            modality="sequences",
+            inputs={"in_features": self.preprocessor.num_features},
+            classes=list(self.classes),
+            class_counts=self.class_counts,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         if self.preprocessor is None:

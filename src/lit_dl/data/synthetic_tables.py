@@ -12,11 +12,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lit_dl.data.base import InMemoryDataModule, check_split_arguments
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments, world
 from lit_dl.data.batching import TensorBatchDataset, train_loader
 from lit_dl.data.churn_datamodule import EmbeddedChurnTable
+from lit_dl.data.spec import DataSpec
 from lit_dl.data.table_transform import TableTransform
-from lit_dl.data.tabular import (
+from lit_dl.data.tables import (
     DEFAULT_NA_VALUES,
     MAX_AUTO_CLASSES,
     absolute,
@@ -32,6 +33,8 @@ from lit_dl.errors import DataError
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
+# How training batches are drawn (data.sampling): shuffled rows, or CTGAN's training-by-sampling.
+SAMPLING = ("uniform", "conditional")
 
 
 class TrainingBySampling(Dataset):
@@ -81,20 +84,16 @@ class TrainingBySampling(Dataset):
         return self.data[torch.from_numpy(rows)], torch.from_numpy(cond)
 
 
-def _already_batched(batch: Any) -> Any:
-    return batch
-
-
 class SyntheticTableDataModule(InMemoryDataModule):
     """A table (CSV or Parquet) for training a generative model of its rows.
 
     Cleaning as in :class:`~lit_dl.data.TabularDataModule` (NA markers, numbers stored as
     text read as numbers); a seeded train/val/test split, stratified by ``target`` when one is
     given; the :class:`~lit_dl.data.table_transform.TableTransform` fitted on training rows
-    only; batches are transformed rows ``(B, D)`` (and, for a task with
-    ``training_by_sampling = True``, conditions ``(B, cond_dim)``). The cleaned raw splits stay
-    in :attr:`frames` for the synthetic-data report; the fitted transform is saved in
-    checkpoints as plain data.
+    only; batches are transformed rows ``(B, D)`` (with ``sampling="conditional"``, training
+    batches also carry conditions ``(B, cond_dim)``: :class:`TrainingBySampling`). The cleaned
+    raw splits stay in :attr:`frames` for the synthetic-data report; the fitted transform is
+    saved in checkpoints as plain data (once: the task gets it from :meth:`data_spec`).
 
     Args:
         path: CSV or Parquet file.
@@ -111,9 +110,11 @@ class SyntheticTableDataModule(InMemoryDataModule):
         max_modes: mixture components per numeric column.
         max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
         batch_size: rows per batch.
+        sampling: how training rows are drawn: ``uniform`` (shuffled rows; what a VAE learns
+            from) or ``conditional`` (CTGAN's training-by-sampling: each row with a condition
+            vector, rare categories drawn at the log of their frequency; what the conditional
+            GAN needs). The task checks it when it is built.
     """
-
-    task_type = "tabular_generative"
 
     def __init__(
         self,
@@ -131,9 +132,12 @@ class SyntheticTableDataModule(InMemoryDataModule):
         max_modes: int = 10,
         max_fit_rows: int = 20000,
         batch_size: int = 500,
+        sampling: str = "uniform",
     ) -> None:
         super().__init__()
         check_split_arguments(val_fraction, test_fraction, batch_size)
+        if sampling not in SAMPLING:
+            raise DataError(f"data.sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
         if float(val_fraction) + (0 if test_path else float(test_fraction)) >= 0.9:
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
         drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
@@ -149,6 +153,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         self.split_seed = int(split_seed)
         self.max_modes, self.max_fit_rows = int(max_modes), int(max_fit_rows)
         self.batch_size = int(batch_size)
+        self.sampling = sampling
 
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.transform: TableTransform | None = None
@@ -159,10 +164,6 @@ class SyntheticTableDataModule(InMemoryDataModule):
     # ------------------------------------------------------------------ loading
     def load_frame(self, path: str | None) -> pd.DataFrame:
         """Read the raw table. Subclasses override this to generate data."""
-        if not path:
-            raise DataError(
-                "data.path is not set: point it at a CSV or Parquet file, e.g. data.path=customers.csv"
-            )
         return read_table(path, self.column_names, self.na_values)
 
     def _load_clean(self, path: str | None) -> pd.DataFrame:
@@ -268,18 +269,15 @@ class SyntheticTableDataModule(InMemoryDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        task = self.trainer.lightning_module if self.trainer is not None else None
-        if not getattr(task, "training_by_sampling", False):
+        if self.sampling == "uniform":
             return super().train_dataloader()
         assert self.transform is not None
         data = self.datasets["train"].tensors[0]
         dataset = TrainingBySampling(
-            data,
-            self.transform.category_codes(data.numpy()),
-            [self.transform._one_hot_size(c) for c in self.transform.discrete],
+            data, self.transform.category_codes(data.numpy()), self.transform.condition_sizes()
         )
         generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(dataset, self.batch_size, generator=generator)
+        return train_loader(dataset, self.batch_size, generator, world_size=world(self)[1])
 
     # ------------------------------------------------------------------ report helpers
     def resolved_positive_label(self) -> str | None:
@@ -294,11 +292,23 @@ class SyntheticTableDataModule(InMemoryDataModule):
         counts = train[self.target].astype(str).value_counts()
         return str(counts.index[-1]) if len(counts) == 2 else None
 
-    # ------------------------------------------------------------------ task wiring
-    def task_kwargs(self) -> dict[str, Any]:
-        """The fitted transform, as plain data: a task needs it to build its networks and to sample."""
-        assert self.transform is not None, "setup() first"
-        return {"transform": self.transform.state_dict()}
+    # ------------------------------------------------------------------ data contract
+    def data_spec(self) -> DataSpec:
+        """The fitted transform (plain data: a task builds its networks and samples with it), the sampling."""
+        assert self.transform is not None, "setup() or load_state_dict() first"
+        return DataSpec(
+            task_type="generative",
+            modality="table",
+            inputs={"data_dim": self.transform.output_dim},
+            options={"table": self.transform.state_dict(), "sampling": self.sampling},
+        )
+
+    def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
+        """No inputs to predict on: a generative model of a table writes rows (``lit-dl sample``)."""
+        raise DataError(
+            "lit-dl predict does not apply to a generative table model: lit-dl sample writes synthetic "
+            "rows, and lit-dl report scores them against real ones"
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import BayesianGaussianMixture
@@ -161,10 +162,16 @@ class TableTransform:
 
     # ------------------------------------------------------------------ layout
     @staticmethod
-    def _one_hot_size(column: dict[str, Any]) -> int:
+    def one_hot_size(column: dict[str, Any]) -> int:
+        """Slots of a column's one-hot span: its modes (numbers) or categories, and one for missing."""
         if column["kind"] == "numeric":
             return len(column["means"]) + int(column["has_missing"])
         return len(column["categories"]) + int(column["has_missing"])
+
+    @classmethod
+    def column_width(cls, column: dict[str, Any]) -> int:
+        """Width of a column's block in a transformed row (a number: its offset and its mode span)."""
+        return cls.one_hot_size(column) + int(column["kind"] == "numeric")
 
     @property
     def modelled(self) -> list[dict[str, Any]]:
@@ -178,7 +185,7 @@ class TableTransform:
         for column in self.modelled:
             if column["kind"] == "numeric":
                 spans.append(("tanh", 1))
-            spans.append(("softmax", self._one_hot_size(column)))
+            spans.append(("softmax", self.one_hot_size(column)))
         return spans
 
     @property
@@ -195,11 +202,39 @@ class TableTransform:
         out, start = [], 0
         for column in self.modelled:
             if column["kind"] == "numeric":
-                start += 1 + self._one_hot_size(column)
+                start += 1 + self.one_hot_size(column)
             else:
-                out.append((start, self._one_hot_size(column)))
-                start += self._one_hot_size(column)
+                out.append((start, self.one_hot_size(column)))
+                start += self.one_hot_size(column)
         return out
+
+    def condition_sizes(self) -> list[int]:
+        """Slots of each categorical column: the layout of a conditional generator's condition vector."""
+        return [size for _, size in self.discrete_spans()]
+
+    def offset_columns(self) -> list[int]:
+        """Index in the transformed vector of every mode offset (the ``tanh`` spans)."""
+        starts = np.cumsum([0] + [size for _, size in self.spans])
+        return [int(starts[i]) for i, (kind, _) in enumerate(self.spans) if kind == "tanh"]
+
+    def one_hot_spans(self) -> list[tuple[int, int]]:
+        """``(start, size)`` of every one-hot span (the ``softmax`` spans: modes and categories)."""
+        starts = np.cumsum([0] + [size for _, size in self.spans])
+        return [(int(starts[i]), size) for i, (kind, size) in enumerate(self.spans) if kind == "softmax"]
+
+    def span_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns of the offsets ``(T,)`` and of the one-hot spans ``(S, K_max)``, as index tensors.
+
+        Spans shorter than ``K_max`` are padded with the index ``D`` (:attr:`output_dim`, one past
+        the last column), so all spans are handled at once by gathering from rows ``(B, D + 1)``
+        with one extra padding column (see :func:`lit_dl.nets.tabular_generative.activate`).
+        """
+        spans = self.one_hot_spans()
+        width = max((size for _, size in spans), default=0)
+        index = torch.full((len(spans), width), self.output_dim, dtype=torch.long)
+        for i, (start, size) in enumerate(spans):
+            index[i, :size] = torch.arange(start, start + size)
+        return torch.tensor(self.offset_columns(), dtype=torch.long), index
 
     def category_labels(self, column: dict[str, Any]) -> list[Any]:
         """The values of a categorical column's one-hot slots (``None`` for missing)."""
@@ -249,7 +284,7 @@ class TableTransform:
         parts = []
         for column in self.modelled:
             series = frame[column["name"]]
-            size = self._one_hot_size(column)
+            size = self.one_hot_size(column)
             one_hot = np.zeros((n, size), dtype=np.float64)
             absent = series.isna().to_numpy()
             if column["kind"] == "numeric":
@@ -309,7 +344,7 @@ class TableTransform:
         n, start = len(data), 0
         values: dict[str, Any] = {}
         for column in self.modelled:
-            size = self._one_hot_size(column)
+            size = self.one_hot_size(column)
             if column["kind"] == "numeric":
                 alpha = data[:, start]
                 mode = data[:, start + 1 : start + 1 + size].argmax(axis=1)

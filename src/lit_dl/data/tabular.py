@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,162 +10,29 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 from lit_dl.data.base import InMemoryDataModule, check_split_arguments
 from lit_dl.data.batching import TensorBatchDataset
 from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, encode_classes, fit_classes
+from lit_dl.data.spec import DataSpec
+from lit_dl.data.tables import (
+    DEFAULT_NA_VALUES,
+    MAX_AUTO_CLASSES,
+    absolute,
+    as_list,
+    clean_frame,
+    looks_like_id,
+    numeric_text_columns,
+    parse_numbers,
+    read_table,
+    split_frame,
+)
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
 
 TaskType = Literal["classification", "regression"]
-DEFAULT_NA_VALUES = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
-# A text column is read as numbers when at least this share of its non-blank cells parse as numbers.
-NUMERIC_TEXT_SHARE = 0.95
-# A numeric target with at most this many distinct integer values is taken as class labels.
-MAX_AUTO_CLASSES = 20
-
-
-def as_list(name: str, value: Any) -> list[str]:
-    """A list-valued setting: a single name becomes ``[name]``; anything else but a list is an error."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Sequence):
-        return [str(v) for v in value]
-    raise DataError(f"data.{name} must be a list of column names like [a,b], got {value!r}")
-
-
-def absolute(path: str | None) -> str | None:
-    """Paths are kept absolute, so a checkpoint's data config works from any directory."""
-    return str(Path(path).expanduser().resolve()) if path else None
-
-
-def read_table(
-    path: str | Path, column_names: Sequence[str] | None = None, na_values: Sequence[str] = DEFAULT_NA_VALUES
-) -> pd.DataFrame:
-    """Read a CSV (any delimiter pandas can sniff: , ; tab) or Parquet file into a DataFrame.
-
-    ``column_names`` names the columns of a file without a header row.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file not found: {path} (check data.path)")
-    if path.is_dir():
-        raise DataError(f"data.path is a folder, not a file: {path}")
-    if path.stat().st_size == 0:
-        raise DataError(f"data file is empty: {path}")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-            if column_names:
-                frame.columns = list(column_names)
-        else:
-            frame = pd.read_csv(
-                path,
-                sep=None,  # sniffed: comma, semicolon, tab, ...
-                engine="python",
-                header=None if column_names else "infer",
-                names=list(column_names) if column_names else None,
-                na_values=list(na_values),
-                encoding="utf-8-sig",  # also plain UTF-8; drops the byte-order mark Excel writes
-                keep_default_na=True,
-                skipinitialspace=True,
-                skip_blank_lines=True,
-            )
-    except pd.errors.EmptyDataError as err:
-        raise DataError(f"data file is empty: {path}") from err
-    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
-    if frame.empty:
-        raise DataError(f"data file has no rows: {path}")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
-
-
-def clean_frame(frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUES) -> pd.DataFrame:
-    """Strip surrounding blanks from text cells and turn blank or NA-marker cells into missing values."""
-    frame = frame.copy()
-    markers = {v.strip() for v in na_values}
-    for col in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
-            column = frame[col]
-            if pd.api.types.is_string_dtype(column) and not pd.api.types.is_object_dtype(column):
-                text = column.str.strip()  # a string column: vectorised
-            else:
-                text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-            frame[col] = text.where(~text.isin(markers), np.nan)
-    return frame
-
-
-def parse_numbers(series: pd.Series) -> pd.Series:
-    """Numbers from text cells; cells that are not numbers become NaN.
-
-    Decimal commas ("29,85", common in ``;``-separated European exports) are read as
-    decimal points when no cell of the column uses a point.
-    """
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("float64")
-    text = series.astype(object).where(series.notna())
-    present = text.dropna().astype(str)
-    if len(present) and not present.str.contains(".", regex=False).any():
-        text = text.map(lambda v: v.replace(",", ".") if isinstance(v, str) else v)
-    return pd.to_numeric(text, errors="coerce")
-
-
-def numeric_text_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """Columns stored as text whose non-missing cells are (nearly all) numbers."""
-    found = []
-    for col in columns:
-        series = frame[col]
-        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            continue
-        present = series.dropna()
-        if present.empty:
-            continue
-        if parse_numbers(present).notna().mean() >= NUMERIC_TEXT_SHARE:
-            found.append(col)
-    return found
-
-
-def looks_like_id(series: pd.Series, categorical: bool) -> bool:
-    """Text with a distinct value in (nearly) every row, or whole numbers all distinct: an identifier."""
-    present = series.dropna()
-    if len(present) < 50:
-        return False
-    distinct = present.nunique()
-    if categorical:
-        return distinct > 0.5 * len(present) and distinct > 100
-    values = present.to_numpy(dtype=np.float64)
-    return distinct == len(present) and bool(np.all(np.mod(values, 1) == 0))
-
-
-def split_frame(
-    frame: pd.DataFrame,
-    val_fraction: float,
-    test_fraction: float | None,
-    seed: int,
-    stratify: pd.Series | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Rows split into ``train``/``val`` (and ``test`` unless ``test_fraction`` is None), stratified."""
-    try:
-        rest, val = train_test_split(frame, test_size=val_fraction, random_state=seed, stratify=stratify)
-        splits = {"val": val}
-        if test_fraction is not None:
-            share = test_fraction / (1.0 - val_fraction)
-            strat = stratify.loc[rest.index] if stratify is not None else None
-            rest, test = train_test_split(rest, test_size=share, random_state=seed, stratify=strat)
-            splits["test"] = test
-    except ValueError as err:
-        raise DataError(
-            f"cannot split {len(frame)} rows into train/val/test ({err}); "
-            "use more rows or change data.val_fraction / data.test_fraction"
-        ) from err
-    splits["train"] = rest
-    return {k: v.reset_index(drop=True) for k, v in splits.items()}
 
 
 class TabularDataModule(InMemoryDataModule):
@@ -230,13 +96,15 @@ class TabularDataModule(InMemoryDataModule):
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
         if not target:
             raise DataError("data.target is not set: name the column to predict, e.g. data.target=churn")
+        target_columns = as_list("target", target)
         features = as_list("features", features) or None
         drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
         column_names = as_list("column_names", column_names) or None
         path, test_path = absolute(path), absolute(test_path)
         self.save_hyperparameters()
         self.path = path
-        self.target = str(target)
+        self.target = target_columns[0] if len(target_columns) == 1 else target_columns
+        self.target_columns = target_columns
         self.features = features
         self.drop = drop
         self.categorical = categorical
@@ -264,20 +132,17 @@ class TabularDataModule(InMemoryDataModule):
     # ------------------------------------------------------------------ loading
     def load_frame(self, path: str | None) -> pd.DataFrame:
         """Read the raw table. Subclasses override this to generate or fetch data."""
-        if not path:
-            raise DataError(
-                "data.path is not set: point it at a CSV or Parquet file, e.g. data.path=customers.csv"
-            )
         return read_table(path, self.column_names, self.na_values)
 
     def _load_clean(self, path: str | None) -> pd.DataFrame:
         frame = clean_frame(self.load_frame(path), self.na_values)
-        if self.target not in frame.columns:
+        absent = [c for c in self.target_columns if c not in frame.columns]
+        if absent:
             raise DataError(
-                f"target column {self.target!r} not in {path or 'the data'}; columns are: "
+                f"target column {absent[0]!r} not in {path or 'the data'}; columns are: "
                 f"{', '.join(map(str, frame.columns))} (set data.target)"
             )
-        missing_target = frame[self.target].isna()
+        missing_target = frame[self.target_columns].isna().any(axis=1)
         if missing_target.all():
             raise DataError(f"target column {self.target!r} has no values")
         if missing_target.any():
@@ -289,31 +154,65 @@ class TabularDataModule(InMemoryDataModule):
 
     def feature_columns(self, frame: pd.DataFrame) -> list[str]:
         """The feature columns: ``features`` if given, else all but target and ``drop``."""
-        columns = self.features or [c for c in frame.columns if c != self.target and c not in self.drop]
+        columns = self.features or [
+            c for c in frame.columns if c not in self.target_columns and c not in self.drop
+        ]
         missing = [c for c in columns + self.drop + self.categorical if c not in frame.columns]
         if missing:
             raise DataError(
                 f"column(s) {', '.join(map(repr, missing))} not found; "
                 f"columns are: {', '.join(frame.columns)}"
             )
-        if self.target in columns:
-            raise DataError(f"target {self.target!r} is also listed in data.features; remove it there")
+        overlap = [c for c in self.target_columns if c in columns]
+        if overlap:
+            raise DataError(f"target {overlap[0]!r} is also listed in data.features; remove it there")
         if not columns:
             raise DataError("no feature columns left: check data.features and data.drop")
         return columns
 
-    # ------------------------------------------------------------------ target
-    def _resolve_task(self, target: pd.Series) -> TaskType:
+    # ------------------------------------------------------------------ target (extension points)
+    # A datamodule for another kind of target (e.g. several 0/1 label columns) overrides these
+    # five methods; the features, splits, checkpoint state and loaders stay as they are.
+    def resolve_task(self, targets: pd.DataFrame) -> str:
+        """The problem the target columns pose (``data.task``, or guessed from the values)."""
+        if len(self.target_columns) > 1:
+            raise DataError(
+                f"data.target names {len(self.target_columns)} columns: one target column per table "
+                "(a multi-label target needs a datamodule that says how to encode it; see docs/extending.md)"
+            )
         if self.task != "auto":
             return self.task
+        target = targets.iloc[:, 0]
         if not pd.api.types.is_numeric_dtype(target):
             return "classification"
         values = target.to_numpy(dtype=np.float64)
         integral = np.all(np.equal(np.mod(values, 1), 0))
         return "classification" if integral and len(np.unique(values)) <= MAX_AUTO_CLASSES else "regression"
 
-    def encode_target(self, target: pd.Series) -> Tensor:
+    def fit_target(self, targets: pd.DataFrame) -> None:
+        """Fit what encoding the target needs on all labelled rows (class names; no statistics)."""
+        if self.task_type == "classification":
+            self.classes = fit_classes(targets.iloc[:, 0], self.target, self.positive_label)
+
+    def fit_target_statistics(self, train_targets: pd.DataFrame) -> None:
+        """Statistics of the training split's target: class counts, or mean and standard deviation."""
+        if self.task_type == "regression":
+            values = pd.to_numeric(train_targets.iloc[:, 0], errors="coerce")
+            self.target_mean = float(values.mean())
+            self.target_std = float(values.std(ddof=0)) or 1.0
+        else:
+            counts = self.encode_target(train_targets).bincount(minlength=len(self.classes))
+            self.class_counts = counts.tolist()
+
+    def stratify_labels(self, targets: pd.DataFrame) -> pd.Series | None:
+        """Labels the train/val/test split keeps in proportion (None: a plain random split)."""
+        if self.task_type != "classification":
+            return None
+        return pd.Series(self.encode_target(targets).numpy(), index=targets.index)
+
+    def encode_target(self, targets: pd.DataFrame | pd.Series) -> Tensor:
         """Target values as a tensor: class indices (long) or standardised numbers (float)."""
+        target = targets.iloc[:, 0] if isinstance(targets, pd.DataFrame) else targets
         if self.task_type == "regression":
             values = pd.to_numeric(target, errors="coerce")
             if values.isna().any():
@@ -350,17 +249,14 @@ class TabularDataModule(InMemoryDataModule):
             )
         if not fitted:
             self.source_rows = len(frame)
-            self.task_type = self._resolve_task(frame[self.target])
-            if self.task_type == "classification":
-                self.classes = fit_classes(frame[self.target], self.target, self.positive_label)
-        stratify = None
-        if self.task_type == "classification":
-            stratify = pd.Series(self.encode_target(frame[self.target]).numpy(), index=frame.index)
-        splits = self._split(frame, stratify)
+            self.task_type = self.resolve_task(frame[self.target_columns])
+            self.fit_target(frame[self.target_columns])
+        splits = self._split(frame, self.stratify_labels(frame[self.target_columns]))
         if self.test_path:
             splits["test"] = self._load_clean(self.test_path)
         if not fitted:
-            self._fit(splits["train"], columns)
+            self._fit_features(splits["train"], columns)
+            self.fit_target_statistics(splits["train"][self.target_columns])
         self.datasets = {name: self.make_dataset(part) for name, part in splits.items()}
         log.info(
             "data: %s rows train / %s val / %s test, %d features",
@@ -368,7 +264,7 @@ class TabularDataModule(InMemoryDataModule):
             self.preprocessor.num_features,
         )
 
-    def _fit(self, train: pd.DataFrame, columns: list[str]) -> None:
+    def _fit_features(self, train: pd.DataFrame, columns: list[str]) -> None:
         train = train.copy()
         coerced = [c for c in numeric_text_columns(train, columns) if c not in self.categorical]
         if coerced:
@@ -394,13 +290,6 @@ class TabularDataModule(InMemoryDataModule):
                     col,
                 )
         self.preprocessor = TabularPreprocessor.fit(train, numeric, categorical, self.categorical_encoding)
-        if self.task_type == "regression":
-            values = pd.to_numeric(train[self.target], errors="coerce")
-            self.target_mean = float(values.mean())
-            self.target_std = float(values.std(ddof=0)) or 1.0
-        else:
-            counts = self.encode_target(train[self.target]).bincount(minlength=len(self.classes))
-            self.class_counts = counts.tolist()
 
     def transform_features(self, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
         """Apply the fitted preprocessing to raw rows (columns as in the training file)."""
@@ -417,7 +306,7 @@ class TabularDataModule(InMemoryDataModule):
     def make_dataset(self, frame: pd.DataFrame) -> TensorBatchDataset:
         """Tensors ``(x_num, x_cat, y)`` for labelled rows."""
         x_num, x_cat = self.transform_features(frame)
-        return TensorBatchDataset(x_num, x_cat, self.encode_target(frame[self.target]))
+        return TensorBatchDataset(x_num, x_cat, self.encode_target(frame[self.target_columns]))
 
     def load_inputs(self, path: str) -> tuple[TensorBatchDataset, pd.DataFrame]:
         """Unlabelled rows for prediction: ``(dataset of (x_num, x_cat), their id columns)``.
@@ -431,21 +320,22 @@ class TabularDataModule(InMemoryDataModule):
         ids = frame[[c for c in self.drop if c in frame.columns]].reset_index(drop=True)
         return TensorBatchDataset(x_num, x_cat), ids
 
-    # ------------------------------------------------------------------ task wiring
-    def task_kwargs(self) -> dict[str, Any]:
-        """What a task needs to know about this data to build its network."""
-        assert self.preprocessor is not None
-        kwargs: dict[str, Any] = {
-            "input_spec": {
+    # ------------------------------------------------------------------ data contract
+    def data_spec(self) -> DataSpec:
+        """Feature sizes, categorical cardinalities and the target's classes or scale."""
+        assert self.preprocessor is not None, "setup() or load_state_dict() first"
+        return DataSpec(
+            task_type=self.task_type,
+            modality="table",
+            inputs={
                 "in_features": self.preprocessor.num_features,
-                "cat_cardinalities": self.preprocessor.cardinalities,
+                "cat_cardinalities": list(self.preprocessor.cardinalities),
             },
-        }
-        if self.task_type == "classification":
-            kwargs.update(class_names=list(self.classes), class_counts=self.class_counts)
-        else:
-            kwargs.update(target_mean=self.target_mean, target_std=self.target_std)
-        return kwargs
+            classes=None if self.classes is None else list(self.classes),
+            class_counts=self.class_counts,
+            target_mean=self.target_mean,
+            target_std=self.target_std,
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lit_dl.data.base import check_split_arguments, world
-from lit_dl.data.tabular import absolute
+from lit_dl.data.spec import DataSpec
+from lit_dl.data.tables import absolute
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -358,10 +359,15 @@ class CharTextDataModule(L.LightningDataModule):
         return DataLoader(streams, batch_size=None, sampler=EpochOffsetSampler(streams, generator))
 
     # ------------------------------------------------------------------ task wiring
-    def task_kwargs(self) -> dict[str, Any]:
-        """What a task needs to know about this data to build its network."""
+    def data_spec(self) -> DataSpec:
+        """The vocabulary (index 0 is the unknown character) and its size."""
         assert self.vocabulary is not None, "setup() or load_state_dict() first"
-        return {"vocabulary": self.vocabulary, "input_spec": {"vocab_size": len(self.vocabulary) + 1}}
+        return DataSpec(
+            task_type="language_model",
+            modality="text",
+            inputs={"vocab_size": len(self.vocabulary) + 1},
+            options={"vocabulary": self.vocabulary},
+        )
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

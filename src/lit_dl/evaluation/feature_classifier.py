@@ -189,17 +189,16 @@ def locate_or_train(
         net: ``_target_`` entry of the network instead of the default CNN.
         accelerator: Lightning accelerator.
     """
-    from hydra.utils import get_class
-
+    from lit_dl.builder import build, import_class
+    from lit_dl.checkpoints import CheckpointMetadata
     from lit_dl.tasks import ClassificationTask
-    from lit_dl.verbs.common import build
 
     cache_path = Path(cache_path)
     if cache_path.is_file():
         log.info("feature classifier: %s", cache_path)
         return cache_path
     spec = data_spec(data)
-    cls = get_class(spec["_target_"])
+    cls = import_class(spec["_target_"], "data", L.LightningDataModule)
     if _accepts(cls, "scale"):
         spec["scale"] = "standardize"
     if _accepts(cls, "exclude_classes"):
@@ -218,7 +217,7 @@ def locate_or_train(
         task = ClassificationTask(
             net=net_spec,
             optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-3, "weight_decay": 1e-4},
-            **datamodule.task_kwargs(),
+            data=datamodule.data_spec(),
         )
         trainer = L.Trainer(
             max_epochs=max_epochs,
@@ -230,6 +229,7 @@ def locate_or_train(
             enable_model_summary=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
+            callbacks=[CheckpointMetadata()],  # what restoring the classifier from its file alone needs
         )
         trainer.fit(task, datamodule=datamodule)
         results = trainer.test(task, datamodule=datamodule, verbose=False)

@@ -2,7 +2,8 @@
 
 Rows arrive as float vectors laid out in *spans* (see ``lit_dl.data.table_transform``):
 ``("tanh", 1)`` for a numeric mode offset and ``("softmax", k)`` for a one-hot span.
-The networks output raw values; :func:`activate` turns them into rows.
+The networks output raw values; :func:`activate` turns them into rows, given the span
+layout as index tensors (``TableTransform.span_index()``).
 """
 
 from __future__ import annotations
@@ -14,34 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Spans = Sequence[Sequence]  # [(kind, size), ...] with kind "tanh" or "softmax"
 
-
-def span_index(spans: Spans) -> tuple[Tensor, Tensor]:
-    """Columns of the offsets ``(T,)`` and of the one-hot spans ``(S, K_max)`` of a row layout.
-
-    Spans shorter than ``K_max`` are padded with the index ``D`` (one past the last column), so all
-    spans can be handled at once by gathering from rows with one extra padding column.
-    """
-    tanh, starts, start = [], [], 0
-    for kind, size in spans:
-        (tanh.append(start) if kind == "tanh" else starts.append((start, size)))
-        start += size
-    width = max((size for _, size in starts), default=0)
-    index = torch.full((len(starts), width), start, dtype=torch.long)
-    for i, (first, size) in enumerate(starts):
-        index[i, :size] = torch.arange(first, first + size)
-    return torch.tensor(tanh, dtype=torch.long), index
-
-
-def activate(raw: Tensor, spans: Spans, gumbel_tau: float | None = None) -> Tensor:
+def activate(raw: Tensor, offsets: Tensor, index: Tensor, gumbel_tau: float | None = None) -> Tensor:
     """Rows ``(B, D)`` from raw outputs ``(B, D)``: tanh on offsets, softmax (or Gumbel-softmax) on spans.
 
-    With ``gumbel_tau`` the one-hot spans are Gumbel-softmax draws at that temperature
-    (differentiable, nearly one-hot: what a GAN discriminator should see).
+    Args:
+        raw: the network's outputs ``(B, D)``.
+        offsets: columns of the mode offsets ``(T,)``.
+        index: columns of the one-hot spans ``(S, K_max)``, short spans padded with ``D``
+            (both from :meth:`lit_dl.data.table_transform.TableTransform.span_index`).
+        gumbel_tau: with a temperature, the one-hot spans are Gumbel-softmax draws (differentiable,
+            nearly one-hot: what a GAN discriminator should see); None: a plain softmax.
     """
-    tanh, index = span_index(spans)
-    tanh, index = tanh.to(raw.device), index.to(raw.device)
+    offsets, index = offsets.to(raw.device), index.to(raw.device)
     logits = torch.cat([raw.float(), raw.new_full((len(raw), 1), -torch.inf, dtype=torch.float32)], dim=1)
     logits = logits[:, index]  # (B, S, K_max), padding at -inf
     if gumbel_tau is not None:
@@ -50,7 +36,7 @@ def activate(raw: Tensor, spans: Spans, gumbel_tau: float | None = None) -> Tens
     probs = torch.softmax(logits, dim=2)
     out = raw.new_zeros(len(raw), raw.shape[1] + 1, dtype=torch.float32)
     out[:, index.reshape(-1)] = probs.reshape(len(raw), -1)
-    out[:, tanh] = torch.tanh(raw[:, tanh].float())
+    out[:, offsets] = torch.tanh(raw[:, offsets].float())
     return out[:, :-1].to(raw.dtype)
 
 

@@ -1,231 +1,190 @@
-"""The thin base of every supervised task: network from config, optimiser, scheduler, shared step."""
+"""``Task``: the one base of every lit_dl LightningModule.
+
+A task owns what every model family shares: plain hyperparameters (so a checkpoint rebuilds
+it), the :class:`~lit_dl.data.spec.DataSpec` of its data, building its parts from config
+entries through :func:`lit_dl.builder.build`, optimiser and scheduler, and epoch means that
+are exact under DDP. Families add their own steps on top:
+:class:`~lit_dl.tasks.supervised.SupervisedTask` (classification, regression, forecasting,
+language models) and :class:`~lit_dl.tasks.generative.GenerativeTask` (VAEs, GANs, for
+images and tables).
+
+Extension points are named methods called from ``__init__`` after the hyperparameters are
+saved, so a subclass reads everything from ``self.hparams`` and ``self.data_spec`` and never
+needs to set attributes before ``super().__init__()``:
+
+- :meth:`check_data`: refuse data the task cannot model (one line naming the fix);
+- :meth:`configure_models`: build the networks (``self.build_part("net", ...)``);
+- :meth:`configure_losses`: build the loss(es);
+- :meth:`configure_metrics`: build the metric collections.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric
 
-import lit_dl
+from lit_dl.builder import build, build_partial
+from lit_dl.compat import trainer_or_none
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError
-from lit_dl.utils import class_path, to_plain
+from lit_dl.utils import to_plain
 
 STAGES = ("train", "val", "test")
+# A model for each kind of problem, named in the error when a task meets data it cannot model.
+EXAMPLE_MODEL = {
+    "classification": "mlp_classifier",
+    "regression": "mlp_regressor",
+    "forecasting": "lstm_forecaster",
+    "language_model": "char_lstm",
+    "generative": "tvae (tables) or vae_conv (images)",
+}
 
 
-class BaseTask(L.LightningModule):
-    """A LightningModule that builds its network from a config entry.
-
-    The network, optimiser and scheduler arrive as plain config dicts (with
-    ``_target_``), so the hyperparameters saved in a checkpoint are plain data and
-    ``load_from_checkpoint`` rebuilds the whole model from the checkpoint alone.
-    Subclasses set :attr:`task_type`, :meth:`output_size`, :meth:`configure_metrics`,
-    :meth:`compute_loss` and :meth:`predictions`.
+class Task(L.LightningModule):
+    """Base of every lit_dl task (a LightningModule).
 
     Args:
-        net: ``_target_`` entry of the network; ``input_spec`` and ``out_features`` are added.
+        data: the data's :class:`~lit_dl.data.spec.DataSpec` (or its dict). Handed over by the
+            train verb from the datamodule; not saved with the hyperparameters, since the
+            checkpoint holds the datamodule's fitted state, which gives the spec back.
         optimizer: ``_target_`` entry of the optimiser with ``_partial_: true``.
-        scheduler: ``_target_`` entry of an LR scheduler with ``_partial_: true``, or None.
-        scheduler_monitor: metric a ``ReduceLROnPlateau`` scheduler watches.
-        input_spec: input sizes from the datamodule (e.g. ``in_features``).
-        train_metrics: also compute metrics on training batches (costs ~0.5 ms a step;
-            turn off for the last bit of speed with very small models).
-        channels_last: keep image batches and conv weights in channels-last memory
-            format (faster convolutions on recent GPUs with mixed precision).
-        compile: run the network through ``torch.compile`` (the checkpoint still holds
-            the plain network's weights).
+        scheduler: ``_target_`` entry of an epoch-wise LR scheduler with ``_partial_: true``.
+        scheduler_monitor: the metric a ``ReduceLROnPlateau`` scheduler watches.
+
+    Class attributes a subclass sets:
+        task_type: the :attr:`DataSpec.task_type` it models ("" for any).
+        modalities: the :attr:`DataSpec.modality` values it models (empty for any).
     """
 
     task_type: ClassVar[str] = ""
+    modalities: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
-        net: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
+        *,
+        data: DataSpec | Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         scheduler_monitor: str = "val/loss",
-        input_spec: dict[str, Any] | None = None,
-        train_metrics: bool = True,
-        channels_last: bool = False,
-        compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Collects the arguments of the whole __init__ chain (subclasses' too); the spec is left out.
+        self.save_hyperparameters(ignore=["data"])
         for key, value in list(self.hparams.items()):
             self.hparams[key] = to_plain(value)
-        self.net = self.configure_net()
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        # The compiled wrapper is kept out of the module tree (object.__setattr__), so state_dict
-        # keys stay those of the plain network and checkpoints load with or without compile.
-        object.__setattr__(self, "_run_net", torch.compile(self.net) if compile else self.net)
-        metrics = self.configure_metrics()
-        train_subset = self.train_metric_subset(metrics) if train_metrics else MetricCollection({})
-        self.train_metrics = train_subset.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        # Epoch means of the loss, summed over every process of a DDP run (see log_step).
-        self.loss_means = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+        self.data_spec = DataSpec.coerce(data)
+        self.check_data(self.data_spec)
+        # MeanMetric per logged epoch mean (log_mean), made on first use.
+        self.epoch_means = nn.ModuleDict()
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
 
-    # ------------------------------------------------------------ building
-    def output_size(self) -> int:
-        raise NotImplementedError
-
-    def net_kwargs(self) -> dict[str, Any]:
-        """Sizes handed to the network's constructor besides its config entry."""
-        return {**dict(self.hparams.input_spec or {}), "out_features": self.output_size()}
-
-    def configure_net(self) -> nn.Module:
-        try:
-            return instantiate(self.hparams.net, **self.net_kwargs(), _convert_="all")
-        except Exception as err:  # Hydra wraps the real error; name the config entry
-            cause = err.__cause__ or err
+    # ------------------------------------------------------------ extension points
+    def check_data(self, spec: DataSpec | None) -> None:
+        """Refuse data this task cannot model, in one line that names the fix."""
+        name = type(self).__name__
+        if spec is None:
             raise ConfigError(
-                f"cannot build model.net ({self.hparams.net.get('_target_')}): {cause}"
-            ) from err
+                f"{name} needs the data's spec (data=datamodule.data_spec()); `lit-dl train` passes it"
+            )
+        if self.task_type and spec.task_type != self.task_type:
+            hint = EXAMPLE_MODEL.get(spec.task_type, "...")
+            raise ConfigError(
+                f"the data is a {spec.task_type} problem but model={name} does {self.task_type}; "
+                f"pick a {spec.task_type} model (e.g. model={hint})"
+                + (" or set data.task" if spec.task_type in ("classification", "regression") else "")
+            )
+        if self.modalities and spec.modality not in self.modalities:
+            raise ConfigError(
+                f"model={name} needs {' or '.join(self.modalities)} data, the data is {spec.modality} "
+                "(e.g. data=digits for images, data=churn_synthetic for tables)"
+            )
 
-    def configure_metrics(self) -> MetricCollection:
-        raise NotImplementedError
+    def configure_models(self) -> None:
+        """Build the networks (``self.net = self.build_part("net", **sizes)``)."""
 
-    def train_metric_subset(self, metrics: MetricCollection) -> MetricCollection:
-        """Metrics tracked during training (cheap ones; override to change)."""
-        return metrics
+    def configure_losses(self) -> None:
+        """Build the loss modules."""
+
+    def configure_metrics(self) -> None:
+        """Build the metric collections (torchmetrics objects, logged as objects)."""
+
+    # ------------------------------------------------------------ building from config
+    def build_part(self, key: str, **kwargs: Any) -> Any:
+        """Build the config entry ``model.<key>`` with extra arguments (sizes from the data)."""
+        return build(self.hparams[key], f"model.{key}", **kwargs)
+
+    def build_optimizer(self, key: str, params: Iterable[Any]) -> torch.optim.Optimizer:
+        """The optimiser of the ``_partial_`` entry ``model.<key>`` over ``params``."""
+        node = self.hparams.get(key)
+        if not node:
+            raise ConfigError(
+                f"model.{key} is not set: give an optimiser, e.g. model.{key}._target_=torch.optim.Adam"
+            )
+        return build_partial(node, f"model.{key}", params=params)
+
+    def with_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """``configure_optimizers``' answer: the optimiser and the configured epoch-wise scheduler, if any."""
+        node = self.hparams.get("scheduler")
+        if not node:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": build_partial(node, "model.scheduler", optimizer),
+                "monitor": self.hparams.get("scheduler_monitor", "val/loss"),
+                "interval": "epoch",
+            },
+        }
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
-        return with_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_monitor)
+        return self.with_scheduler(self.build_optimizer("optimizer", self.parameters()))
 
-    # ------------------------------------------------------------ steps
-    def forward(self, *inputs: Tensor) -> Tensor:
-        if self.hparams.channels_last:
-            inputs = tuple(
-                x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in inputs
-            )
-        return self._run_net(*inputs)
-
-    def compute_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def predictions(self, output: Tensor) -> Tensor:
-        """What metrics and ``predict`` see: probabilities or values in the target's units."""
-        raise NotImplementedError
-
-    def metric_target(self, target: Tensor) -> Tensor:
-        """The target as metrics compare it with :meth:`predictions`."""
-        return target
-
-    def update_metrics(
-        self, metrics: MetricCollection, predictions: Tensor, target: Tensor, inputs: list[Tensor]
+    # ------------------------------------------------------------ logging
+    def log_mean(
+        self, name: str, value: Tensor, batch_size: int, on_step: bool = False, prog_bar: bool = False
     ) -> None:
-        """Feed one batch to the stage's metrics (override to give some metrics other predictions)."""
-        metrics.update(predictions, self.metric_target(target))
+        """Log ``value`` per step (optionally) and as its batch-size-weighted mean over the epoch.
 
-    def metric_collection(self, stage: str) -> MetricCollection:
-        return getattr(self, f"{stage}_metrics")
-
-    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
-        """Loss and predictions of one labelled batch; updates and logs the stage's metrics."""
-        *inputs, target = batch
-        output = self(*inputs)
-        loss = self.compute_loss(output, target)
-        predictions = self.predictions(output.detach())
-        metrics = self.metric_collection(stage)
-        if len(metrics):
-            self.update_metrics(metrics, predictions, target, inputs)
-        self.log_step(stage, loss, metrics, batch_size=len(target))
-        return loss, predictions
-
-    def log_step(
-        self,
-        stage: str,
-        loss: Tensor,
-        metrics: MetricCollection,
-        batch_size: int,
-        metrics_on_bar: bool = False,
-    ) -> None:
-        """Log the loss (per step in training, per epoch always) and the metric objects (per epoch).
-
-        Epoch values cover every process of a DDP run exactly: the loss goes through a
-        :class:`~torchmetrics.MeanMetric` weighted by batch size, and metric objects sum their
-        states over the processes. (``self.log(..., sync_dist=True)`` of a tensor would be
-        off when processes score unequal numbers of rows: Lightning 2.6 averages its integer
-        row count, https://github.com/Lightning-AI/pytorch-lightning/issues/21859.) In
-        training the step value stays local; a single process logs the plain tensor there,
-        which skips the metric's per-step bookkeeping.
+        The epoch mean goes through a :class:`~torchmetrics.MeanMetric`, so under DDP it covers
+        every process exactly even when they see unequal numbers of rows
+        (``self.log(..., sync_dist=True)`` of a tensor does not: Lightning 2.6 averages its
+        integer row count, https://github.com/Lightning-AI/pytorch-lightning/issues/21859).
+        A single process logging a training step skips the metric's bookkeeping.
         """
-        on_step = stage == "train"
-        mean = self.loss_means[f"{stage}_loss"]
-        value: Tensor | MeanMetric = loss
-        if not on_step:
-            mean.update(loss.detach(), batch_size)
-            value = mean
-        elif self._trainer is not None and self.trainer.world_size > 1:
-            mean(loss.detach(), batch_size)  # forward: the step's own value, and the epoch's running mean
-            value = mean
-        self.log(f"{stage}/loss", value, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        if len(metrics):
-            self.log_dict(
-                metrics,
-                on_step=False,
-                on_epoch=True,
-                batch_size=batch_size,
-                prog_bar=metrics_on_bar and not on_step,
-            )
+        value = value.detach().float()
+        trainer = trainer_or_none(self)
+        if on_step and (trainer is None or trainer.world_size == 1) and name.startswith("train/"):
+            self.log(name, value, on_step=True, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size)
+            return
+        key = name.replace("/", "_")
+        if key not in self.epoch_means:
+            self.epoch_means[key] = MeanMetric().to(self.device)
+        mean = self.epoch_means[key]
+        if on_step:
+            mean(value, batch_size)  # forward: this step's value, and the running mean
+        else:
+            mean.update(value, batch_size)
+        self.log(
+            name,
+            mean,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=prog_bar,
+            batch_size=batch_size,
+            metric_attribute=f"epoch_means.{key}",  # made after Lightning listed the metric attributes
+        )
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        return self.shared_step(batch, "train")[0]
-
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self.shared_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
-        loss, predictions = self.shared_step(batch, "test")
-        return {"loss": loss, "predictions": predictions}  # for callbacks such as the plots
-
-    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """Outputs for an unlabelled batch (every tensor of it is an input), see :meth:`predict_output`."""
-        inputs = tuple(batch) if isinstance(batch, tuple | list) else (batch,)
-        return self.predict_output(self(*inputs))
-
-    def predict_output(self, output: Tensor) -> Tensor:
-        """What ``lit-dl predict`` writes for a batch of network outputs."""
-        return self.predictions(output)
-
+    # ------------------------------------------------------------ reporting
     def summarize(self, metrics: dict[str, float]) -> str | None:
         """A sentence about the final metrics printed after the table (e.g. a baseline comparison)."""
         return None
-
-    # ------------------------------------------------------------ checkpoint metadata
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lit_dl"] = checkpoint_meta(self)
-
-
-def with_scheduler(optimizer: Any, scheduler: dict[str, Any] | None, monitor: str) -> Any:
-    """``configure_optimizers``' answer: the optimiser, with the configured epoch-wise scheduler if any."""
-    if not scheduler:
-        return optimizer
-    return {
-        "optimizer": optimizer,
-        "lr_scheduler": {
-            "scheduler": instantiate(scheduler)(optimizer),
-            "monitor": monitor,
-            "interval": "epoch",
-        },
-    }
-
-
-def checkpoint_meta(module: L.LightningModule) -> dict[str, Any]:
-    """What ``eval``/``predict``/``sample`` need to rebuild a task and its data from a checkpoint alone."""
-    meta: dict[str, Any] = {"version": lit_dl.__version__, "task": class_path(module)}
-    datamodule = getattr(module._trainer, "datamodule", None) if module._trainer else None
-    if datamodule is not None:
-        meta["datamodule"] = class_path(datamodule)
-        meta["datamodule_hparams"] = to_plain(dict(datamodule.hparams))
-    return meta
 
 
 def softmax_or_sigmoid(logits: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -16,23 +17,26 @@ from torchmetrics.classification import (
     Recall,
 )
 
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError
-from lit_dl.tasks.base import BaseTask, softmax_or_sigmoid
+from lit_dl.tasks.base import softmax_or_sigmoid
+from lit_dl.tasks.supervised import SupervisedTask
 
 
-class ClassificationTask(BaseTask):
-    """Classify inputs into ``len(class_names)`` classes.
+class ClassificationTask(SupervisedTask):
+    """Classify inputs into the data's classes (``data_spec.classes``).
 
-    Binary problems use one logit and ``BCEWithLogitsLoss``; multi-class problems
-    use cross-entropy. Metrics: accuracy, precision, recall, F1 (macro for
-    multi-class), AUROC and average precision.
+    Binary problems use one logit and ``BCEWithLogitsLoss``; multi-class problems use
+    cross-entropy. A ``model.loss`` entry replaces either; it receives ``(logits (B,), float
+    targets (B,))`` for two classes and ``(logits (B, K), class indices (B,))`` otherwise.
+    Metrics: accuracy, precision, recall, F1 (macro for multi-class), AUROC and average
+    precision.
 
     Args:
-        class_names: names of the classes, index order (from the datamodule).
-        class_counts: training rows per class (from the datamodule), for ``balanced`` weights.
-        class_weights: None, ``balanced`` (inverse class frequency) or one weight per class.
-        label_smoothing: cross-entropy label smoothing (multi-class only).
-        **kwargs: see :class:`~lit_dl.tasks.base.BaseTask`.
+        class_weights: None, ``balanced`` (inverse class frequency) or one weight per class
+            (for the default loss).
+        label_smoothing: cross-entropy label smoothing (multi-class, default loss).
+        **kwargs: see :class:`~lit_dl.tasks.supervised.SupervisedTask`.
     """
 
     task_type = "classification"
@@ -41,24 +45,37 @@ class ClassificationTask(BaseTask):
         self,
         net: dict[str, Any],
         optimizer: dict[str, Any],
-        class_names: list[str],
-        class_counts: list[int] | None = None,
         class_weights: str | list[float] | None = None,
         label_smoothing: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if len(class_names) < 2:
-            raise ConfigError(f"a classifier needs at least 2 classes, got {class_names}")
-        self.num_classes = len(class_names)
         super().__init__(net, optimizer, **kwargs)
-        weights = self._class_weights(class_weights, class_counts)
-        if self.num_classes == 2:
-            pos_weight = None if weights is None else weights[1:] / weights[0]
-            self.criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        else:
-            self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
 
-    def _class_weights(self, spec: str | list[float] | None, counts: list[int] | None) -> Tensor | None:
+    @property
+    def num_classes(self) -> int:
+        assert self.data_spec is not None
+        return self.data_spec.num_classes
+
+    def check_data(self, spec: DataSpec | None) -> None:
+        super().check_data(spec)
+        assert spec is not None
+        if spec.num_classes < 2:
+            raise ConfigError(f"a classifier needs at least 2 classes, got {spec.classes}")
+        if spec.anomaly_classes:
+            raise ConfigError(
+                "data.exclude_classes is for generative models (a VAE scores the held-out classes as "
+                f"anomalies); {type(self).__name__} is a classifier: set data.exclude_classes=[]"
+            )
+        if self.hparams.get("loss") and self.hparams.get("class_weights") is not None:
+            raise ConfigError(
+                "model.class_weights applies to the default loss; with model.loss set, leave it null"
+            )
+
+    def output_size(self) -> int:
+        return 1 if self.num_classes == 2 else self.num_classes
+
+    def class_weight_tensor(self) -> Tensor | None:
+        spec, counts = self.hparams.get("class_weights"), self.data_spec.class_counts
         if spec is None:
             return None
         if spec == "balanced":
@@ -72,10 +89,13 @@ class ClassificationTask(BaseTask):
             )
         return torch.tensor(spec, dtype=torch.float32)
 
-    def output_size(self) -> int:
-        return 1 if self.num_classes == 2 else self.num_classes
+    def default_loss(self) -> nn.Module:
+        weights = self.class_weight_tensor()
+        if self.num_classes == 2:
+            return nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights[1:] / weights[0])
+        return nn.CrossEntropyLoss(weight=weights, label_smoothing=float(self.hparams.label_smoothing))
 
-    def configure_metrics(self) -> MetricCollection:
+    def default_metrics(self) -> MetricCollection:
         if self.num_classes == 2:
             args: dict[str, Any] = {"task": "binary"}
         else:
@@ -91,9 +111,10 @@ class ClassificationTask(BaseTask):
             }
         )
 
-    def train_metric_subset(self, metrics: MetricCollection) -> MetricCollection:
+    def train_metric_names(self, metrics: MetricCollection) -> list[str]:
         # AUROC and average precision keep every prediction of the epoch: too costly for training.
-        return MetricCollection({k: metrics[k] for k in ("accuracy", "f1")})
+        cheap = [n for n in ("accuracy", "f1") if n in metrics]
+        return cheap if cheap else super().train_metric_names(metrics)
 
     def compute_loss(self, output: Tensor, target: Tensor) -> Tensor:
         if self.num_classes == 2:
@@ -108,3 +129,12 @@ class ClassificationTask(BaseTask):
         probs = softmax_or_sigmoid(output)
         # Binary torchmetrics want the positive-class probability (B,), multi-class the matrix (B, K).
         return probs[:, 1] if self.num_classes == 2 else probs
+
+    def prediction_columns(self, outputs: Tensor) -> dict[str, Any]:
+        """``prob_<class>`` for every class, then the most probable class as ``prediction``."""
+        classes = list(self.data_spec.classes or [])
+        columns: dict[str, Any] = {
+            f"prob_{name}": outputs[:, i].float().numpy() for i, name in enumerate(classes)
+        }
+        columns["prediction"] = np.asarray(classes, dtype=object)[outputs.argmax(dim=1).numpy()]
+        return columns

@@ -13,15 +13,15 @@ from torchmetrics import (
     SymmetricMeanAbsolutePercentageError,
 )
 
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError
-from lit_dl.tasks.base import BaseTask
+from lit_dl.tasks.supervised import SupervisedTask
 
-LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}
 BASELINES = ("naive", "last", "none")
 NAIVE = "naive_"  # prefix of the baseline's metrics: val/naive_mae beside val/mae
 
 
-class ForecastTask(BaseTask):
+class ForecastTask(SupervisedTask):
     """Forecast ``horizon`` steps at once from a window of the past; compare with seasonal-naive.
 
     Batches are ``(x (B, window, F), naive (B, horizon), y (B, horizon))`` in scaled units,
@@ -30,10 +30,11 @@ class ForecastTask(BaseTask):
     own units, for the network (``mae``) and for the seasonal-naive forecast on the very
     same windows (``naive_mae``). sMAPE is torchmetrics' ``2|y-ŷ| / (|y|+|ŷ|)``, in [0, 2].
 
+    The data spec gives the ``horizon`` (steps forecast at once), the scaler of the (log)
+    target fitted on the training span (``target_mean``, ``target_std``) and ``log_target``
+    (the datamodule modelled ``log1p(target)``; metrics undo it).
+
     Args:
-        horizon: steps forecast at once (from the datamodule).
-        target_mean, target_std: the scaler of the (log) target, fitted on the training span.
-        log_target: the data module modelled ``log1p(target)``; metrics undo it.
         baseline: what the network's output is added to. ``naive``: the seasonal-naive
             forecast, so the network learns a correction to it and starts out equal to it;
             ``last``: the last observed value; ``none``: the output is the forecast itself.
@@ -41,8 +42,8 @@ class ForecastTask(BaseTask):
             value, so the network sees the shape of the recent past, not its level (the
             level of a trending series leaves the range seen in training). Needs a baseline
             that carries the level (``naive`` or ``last``).
-        loss: ``mse``, ``l1`` or ``huber``, on the scaled target.
-        **kwargs: see :class:`~lit_dl.tasks.base.BaseTask`.
+        **kwargs: see :class:`~lit_dl.tasks.supervised.SupervisedTask` (``loss``: default
+            ``mse``, on the scaled target).
     """
 
     task_type = "forecasting"
@@ -51,17 +52,10 @@ class ForecastTask(BaseTask):
         self,
         net: dict[str, Any],
         optimizer: dict[str, Any],
-        horizon: int = 1,
-        target_mean: float = 0.0,
-        target_std: float = 1.0,
-        log_target: bool = False,
         baseline: str = "naive",
         relative_inputs: bool = True,
-        loss: str = "mse",
         **kwargs: Any,
     ) -> None:
-        if loss not in LOSSES:
-            raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if baseline not in BASELINES:
             raise ConfigError(f"model.baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
         if relative_inputs and baseline == "none":
@@ -70,14 +64,24 @@ class ForecastTask(BaseTask):
                 "it back: set model.baseline=naive or last, or model.relative_inputs=false"
             )
         super().__init__(net, optimizer, **kwargs)
-        self.criterion = LOSSES[loss]()
-        self.target_mean = float(target_mean)
-        self.target_std = float(target_std)
+
+    def check_data(self, spec: DataSpec | None) -> None:
+        super().check_data(spec)
+        assert spec is not None
+        if int(spec.options.get("horizon", 0)) < 1:
+            raise ConfigError("forecasting data must give a horizon of at least one step (data.horizon)")
+
+    @property
+    def horizon(self) -> int:
+        return int(self.data_spec.options["horizon"])
 
     def output_size(self) -> int:
-        return int(self.hparams.horizon)
+        return self.horizon
 
-    def configure_metrics(self) -> MetricCollection:
+    def default_loss(self) -> nn.Module:
+        return nn.MSELoss()
+
+    def default_metrics(self) -> MetricCollection:
         metrics = {}
         for prefix in ("", NAIVE):
             metrics[f"{prefix}mae"] = MeanAbsoluteError()
@@ -87,9 +91,9 @@ class ForecastTask(BaseTask):
         # are updated with different forecasts (see shared_step).
         return MetricCollection(metrics, compute_groups=False)
 
-    def train_metric_subset(self, metrics: MetricCollection) -> MetricCollection:
+    def train_metric_names(self, metrics: MetricCollection) -> list[str]:
         """Training batches track the network's MAE only (the baseline's is known from validation)."""
-        return MetricCollection({"mae": MeanAbsoluteError()}, compute_groups=False)
+        return ["mae"] if "mae" in metrics else super().train_metric_names(metrics)
 
     # ------------------------------------------------------------ steps
     def forward(self, x: Tensor, naive: Tensor) -> Tensor:
@@ -109,14 +113,15 @@ class ForecastTask(BaseTask):
 
     def predictions(self, output: Tensor) -> Tensor:
         """Scaled values ``(B, horizon)`` in the series' own units."""
-        values = output.float() * self.target_std + self.target_mean
-        return torch.expm1(values) if self.hparams.log_target else values
+        spec = self.data_spec
+        values = output.float() * spec.target_std + spec.target_mean
+        return torch.expm1(values) if spec.options.get("log_target") else values
 
     def metric_target(self, target: Tensor) -> Tensor:
         return self.predictions(target)
 
     def update_metrics(
-        self, metrics: MetricCollection, predictions: Tensor, target: Tensor, inputs: list[Tensor]
+        self, metrics: MetricCollection, predictions: Tensor, target: Tensor, inputs: tuple[Tensor, ...]
     ) -> None:
         """The ``naive_*`` metrics get the seasonal-naive forecast, on the same windows and targets."""
         naive = inputs[1]  # batches are (x, naive, target)

@@ -14,62 +14,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lit_dl.compat import allow_unused_parameters
+from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError
+from lit_dl.tasks.adversarial import (
+    clip_gradient_norm,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+)
 from lit_dl.tasks.generative import ImageGenerativeTask
 
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
-
-
-def discriminator_loss(kind: str, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """The discriminator's (critic's) loss on scores of real and generated images."""
-    real_scores, fake_scores = real_scores.float(), fake_scores.float()
-    if kind == "non_saturating":  # -log D(x) - log(1 - D(G(z))), D = sigmoid(score)
-        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
-    if kind == "hinge":
-        return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
-    return fake_scores.mean() - real_scores.mean()  # Wasserstein critic; the penalty is added apart
-
-
-def input_gradients(trainer: Any, scores: Tensor, inputs: Tensor) -> Tensor:
-    """``d sum(scores) / d inputs`` in float32, with the graph kept (for a gradient penalty).
-
-    Under 16-mixed the scores are scaled before ``autograd.grad`` and the gradients unscaled
-    after, as PyTorch's AMP recipe for gradient penalties does, so small gradients do not
-    underflow in float16.
-    """
-    total = scores.float().sum()
-    scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
-    if scaler is not None:
-        total = scaler.scale(total)
-    (grads,) = torch.autograd.grad(total, inputs, create_graph=True)
-    grads = grads.float()
-    return grads / scaler.get_scale() if scaler is not None else grads
-
-
-def allow_unused_parameters_under_ddp(trainer: Any) -> None:
-    """Let DDP accept backward passes that reach only some parameters (call from ``setup``).
-
-    A GAN's updates each back-propagate through one network, so under DDP the other's parameters
-    get no gradient in that pass and DDP would fail, or wait for them (Lightning issue #20866).
-    ``setup`` runs before the strategy wraps the model, so the flag takes effect.
-    """
-    from lightning.pytorch.strategies import DDPStrategy
-
-    strategy = trainer.strategy
-    if isinstance(strategy, DDPStrategy):
-        strategy._ddp_kwargs["find_unused_parameters"] = True
-
-
-def generator_loss(kind: str, fake_scores: Tensor) -> Tensor:
-    """The generator's loss on the scores of its images."""
-    fake_scores = fake_scores.float()
-    if kind == "non_saturating":  # -log D(G(z))
-        return F.softplus(-fake_scores).mean()
-    return -fake_scores.mean()
 
 
 class GANTask(ImageGenerativeTask):
@@ -90,8 +49,10 @@ class GANTask(ImageGenerativeTask):
         gp_weight: weight of the gradient penalty (``wgan_gp``).
         ema_decay: keep an exponential moving average of the generator's weights with this
             decay (e.g. 0.999) and sample from it; None: sample from the generator itself.
-        conditional: condition both networks on the class label; ``lit-dl sample condition=...``.
+        conditional: condition both networks on the class label (the data spec's classes);
+            ``lit-dl sample condition=...``.
         gradient_clip_val: clip each network's gradient norm to this value (None: no clipping).
+        **kwargs: see :class:`~lit_dl.tasks.base.Task` (``data``; no scheduler).
     """
 
     def __init__(
@@ -107,12 +68,8 @@ class GANTask(ImageGenerativeTask):
         ema_decay: float | None = None,
         conditional: bool = False,
         gradient_clip_val: float | None = None,
-        input_spec: dict[str, Any] | None = None,
-        class_names: list[str] | None = None,
-        class_counts: list[int] | None = None,
-        anomaly_classes: list[int] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if n_critic < 1 or latent_dim < 1:
@@ -126,28 +83,38 @@ class GANTask(ImageGenerativeTask):
                 "model.discriminator.norm=batch is not valid with model.loss=wgan_gp (the gradient penalty "
                 "is per image; BatchNorm mixes images): use norm=layer, spectral or none"
             )
-        if conditional and not class_names:
-            raise ConfigError("model.conditional=true needs labelled data (classes from the datamodule)")
-        self.save_hyperparameters()
-        self.plain_hparams()
+        if kwargs.get("scheduler"):
+            raise ConfigError("the GAN takes no model.scheduler (set model.scheduler=null)")
+        super().__init__(**kwargs)
         self.automatic_optimization = False
+
+    def check_data(self, spec: DataSpec | None) -> None:
+        super().check_data(spec)
+        assert spec is not None
+        if self.hparams.conditional and not spec.classes:
+            raise ConfigError("model.conditional=true needs labelled data (classes from the datamodule)")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the networks are conditioned on (0: unconditional)."""
+        return len(self.classes) if self.hparams.conditional else 0
+
+    def configure_models(self) -> None:
         geometry = self.image_geometry()
-        num_classes = len(class_names) if conditional and class_names else 0
         self.generator = self.build_part(
-            "generator", **geometry, latent_dim=latent_dim, num_classes=num_classes
+            "generator", **geometry, latent_dim=self.latent_dim, num_classes=self.num_classes
         )
-        self.discriminator = self.build_part("discriminator", **geometry, num_classes=num_classes)
+        self.discriminator = self.build_part("discriminator", **geometry, num_classes=self.num_classes)
         self.generator_ema: AveragedModel | None = None
-        if ema_decay is not None:
+        if self.hparams.ema_decay is not None:
             self.generator_ema = AveragedModel(
-                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay), use_buffers=True
             )
             self.generator_ema.requires_grad_(False)  # never trained: DDP must not wait for its gradients
 
     # ------------------------------------------------------------ distributed set-up
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        allow_unused_parameters_under_ddp(self.trainer)
+        allow_unused_parameters(self.trainer)
 
     # ------------------------------------------------------------ training
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -162,10 +129,7 @@ class GANTask(ImageGenerativeTask):
 
     def gradient_penalty(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> Tensor:
         """``E[(||grad_x D(x_hat)|| - 1)^2]`` on random points between real and generated images."""
-        alpha = torch.rand(len(real), 1, 1, 1, device=real.device, dtype=real.dtype)
-        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-        grads = input_gradients(self.trainer, self.discriminator(mixed, labels), mixed)
-        return ((grads.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+        return gradient_penalty(self.trainer, self.discriminator, real, fake, labels)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         real = batch[0] * 2 - 1  # [0, 1] -> [-1, 1], the generator's range
@@ -205,10 +169,7 @@ class GANTask(ImageGenerativeTask):
         return (d_loss + g_loss).detach()  # finite only when both are
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Manual optimisation: Lightning's Trainer(gradient_clip_val) does not apply, and clipping
-        # before optimizer.step() would clip the SCALED gradients under 16-mixed; here they are unscaled.
-        if self.hparams.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
+        clip_gradient_norm(self, optimizer, self.hparams.gradient_clip_val)  # unscaled here under 16-mixed
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         """Discriminator scores of held-out real images vs generated ones (sample quality: callback)."""
@@ -235,13 +196,16 @@ class GANTask(ImageGenerativeTask):
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def generate(
-        self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None
-    ) -> Tensor:
-        """``n`` generated images in [0, 1]; conditional models draw classes uniformly unless ``labels``."""
+    def generate(self, n: int, *, generator: torch.Generator | None = None, condition: Any = None) -> Tensor:
+        """``n`` generated images ``(n, C, H, W)`` in [0, 1].
+
+        ``condition``: a class name or index, or one class index per image ``(n,)``; a conditional
+        model without one draws the classes uniformly.
+        """
+        labels = self.condition_labels(condition, n)
         if self.hparams.conditional and labels is None:
-            classes = len(self.hparams.class_names)
-            labels = torch.randint(classes, (n,), generator=generator, device="cpu")
+            device = generator.device if generator is not None else "cpu"
+            labels = torch.randint(self.num_classes, (n,), generator=generator, device=device)
         if labels is not None:
             labels = labels.to(self.device)
         net = self.sampling_generator()
@@ -252,11 +216,15 @@ class GANTask(ImageGenerativeTask):
         return ((images + 1) / 2).clamp(0, 1)
 
     def condition_labels(self, condition: Any, n: int) -> Tensor | None:
-        if condition is None or condition == "":
+        if condition is None or (isinstance(condition, str) and not condition):
             return None
-        names = [str(c) for c in self.hparams.class_names or []]
         if not self.hparams.conditional:
             raise ConfigError("this GAN is not class-conditional (train with model.conditional=true)")
+        if isinstance(condition, Tensor):  # one class index per image
+            if condition.shape != (n,):
+                raise ConfigError(f"condition: expected {n} class indices, got shape {list(condition.shape)}")
+            return condition.long()
+        names = self.classes
         text = str(condition)
         if text in names:
             index = names.index(text)

@@ -1,144 +1,295 @@
-"""The shared base of the image generative pairs (VAE, GAN): parts from config, sampling, checkpoints."""
+"""The generative tasks' base: one sampling API for images and tables (VAEs and GANs).
+
+A generative task learns the distribution of its data's inputs and offers the same two methods
+whatever the modality (:class:`SampleSource`): ``generate`` (what callbacks score: image batches
+in [0, 1], or transformed table rows) and ``sample`` (what ``lit-dl sample`` writes: images, or
+a table with the source's columns). :class:`ImageGenerativeTask` and
+:class:`TableGenerativeTask` read what they need from the data spec: image geometry, classes and
+pixel scale, or the table's fitted transform.
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any, ClassVar
+import dataclasses
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-import lightning as L
+import numpy as np
+import pandas as pd
 import torch
-from hydra.utils import instantiate
-from torch import Tensor, nn
-from torchmetrics import MeanMetric
+import torch.nn.functional as F
+from torch import Tensor
 
+from lit_dl.data.spec import DataSpec
+from lit_dl.data.table_transform import TableTransform, draw_rows
 from lit_dl.errors import ConfigError
-from lit_dl.tasks.base import checkpoint_meta
-from lit_dl.utils import to_plain
+from lit_dl.tasks.base import Task
 
-log = logging.getLogger(__name__)
+# How the synthetic-table datamodule draws training rows (``data.sampling``), as a task needs it.
+SAMPLING_NEEDS = {
+    "uniform": "rows drawn uniformly (a conditional draw would bias the distribution it learns)",
+    "conditional": "rows drawn with a condition each (CTGAN's training-by-sampling)",
+}
 
 
-class GenerativeTask(L.LightningModule):
-    """A LightningModule made of several networks that learns the data's distribution.
+@runtime_checkable
+class SampleSource(Protocol):
+    """What a generative task offers callbacks (grids, sample quality, fidelity) and ``lit-dl sample``.
 
-    Subclasses build their networks with :meth:`build_part` from plain config entries
-    (saved as hyperparameters, so a checkpoint rebuilds the model alone) and implement
-    :meth:`generate`. ``lit-dl sample`` calls :meth:`sample`.
+    ``generator`` seeds the draw (the same generator state gives the same samples); ``condition``
+    asks for a kind of sample: a class name or index, or one class index per sample ``(n,)``
+    (class-conditional image models), or ``"column=value"`` (tables, e.g. ``"churn=Yes"``).
+    """
+
+    def generate(
+        self, n: int, *, generator: torch.Generator | None = None, condition: Any = None
+    ) -> Tensor | np.ndarray:
+        """``n`` samples for scoring: images ``(n, C, H, W)`` in [0, 1], or transformed rows ``(n, D)``."""
+        ...
+
+    def sample(
+        self, n: int = ..., *, generator: torch.Generator | None = None, condition: Any = None, **options: Any
+    ) -> Tensor | pd.DataFrame:
+        """``n`` samples to write: images ``(n, C, H, W)`` in [0, 1] on the CPU, or a table."""
+        ...
+
+
+def draw_categories(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One category per row of probabilities ``(B, K)``: indices ``(B,)``, drawn on the generator's device."""
+    device = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(device), 1, generator=generator).squeeze(1).to(probs.device)
+
+
+class GenerativeTask(Task):
+    """Base of the generative tasks: learn the inputs' distribution, then generate and sample.
+
+    Labels are not predicted, so any data of the task's modality serves (an image classification
+    set trains an image VAE; its classes may condition a GAN). Subclasses implement
+    :meth:`generate` and :meth:`sample` with the signatures of :class:`SampleSource`.
     """
 
     task_type: ClassVar[str] = "generative"
-    data_modality: ClassVar[str | None] = None
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch_means = nn.ModuleDict()  # MeanMetric per logged loss, made on first use (log_mean)
+    def check_data(self, spec: DataSpec | None) -> None:
+        # The kind of problem the data poses (its labels) does not matter: only the modality.
+        super().check_data(None if spec is None else dataclasses.replace(spec, task_type=self.task_type))
 
-    def plain_hparams(self) -> None:
-        """Make the saved hyperparameters plain data (checkpoints load with ``weights_only=True``)."""
-        for key, value in list(self.hparams.items()):
-            self.hparams[key] = to_plain(value)
+    # ------------------------------------------------------------ noise
+    @property
+    def latent_dim(self) -> int:
+        """Width of the latent (noise) variable ``z``."""
+        return int(self.hparams.latent_dim)
 
-    def build_part(self, key: str, **kwargs: Any) -> nn.Module:
-        """Instantiate the network ``model.<key>`` with sizes from the data; one line naming it on failure."""
-        node = self.hparams[key]
-        try:
-            return instantiate(node, **kwargs, _convert_="all")
-        except Exception as err:  # Hydra wraps the real error; name the config entry
-            cause = err.__cause__ or err
-            raise ConfigError(f"cannot build model.{key} ({node.get('_target_')}): {cause}") from err
+    def randn(self, *size: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal draws on the generator's device (the CPU without one), on the module's device.
 
-    def build_optimizer(self, key: str, params: Any) -> torch.optim.Optimizer:
-        try:
-            return instantiate(self.hparams[key])(params=params)
-        except Exception as err:
-            raise ConfigError(f"cannot build model.{key}: {err.__cause__ or err}") from err
-
-    # ------------------------------------------------------------ logging
-    def log_mean(
-        self, name: str, value: Tensor, batch_size: int, on_step: bool = False, prog_bar: bool = False
-    ) -> None:
-        """Log ``value`` per step (optionally) and as its batch-size-weighted mean over the epoch.
-
-        The epoch mean goes through a :class:`~torchmetrics.MeanMetric`, so under DDP it covers
-        every process exactly even when they see unequal numbers of images
-        (``self.log(..., sync_dist=True)`` of a tensor does not: Lightning issue #21859).
+        The same seeded generator gives the same draws whatever device the model is on.
         """
-        key = name.replace("/", "_")
-        if key not in self.epoch_means:
-            self.epoch_means[key] = MeanMetric().to(self.device)
-        mean = self.epoch_means[key]
-        if on_step:
-            mean(value.detach().float(), batch_size)  # forward: this step's value, and the running mean
-        else:
-            mean.update(value.detach().float(), batch_size)
-        self.log(
-            name,
-            mean,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=prog_bar,
-            batch_size=batch_size,
-            metric_attribute=f"epoch_means.{key}",  # made after Lightning listed the metric attributes
-        )
+        device = generator.device if generator is not None else torch.device("cpu")
+        return torch.randn(*size, generator=generator, device=device).to(self.device)
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws of the standard normal latent variable ``(n, latent_dim)``, seeded by ``generator``."""
+        return self.randn(n, self.latent_dim, generator=generator)
 
     # ------------------------------------------------------------ sampling
     def generate(
-        self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None
-    ) -> Tensor:
-        """``n`` new samples (images ``(n, C, H, W)`` with pixels in [0, 1]) on the module's device."""
-        raise NotImplementedError
+        self, n: int, *, generator: torch.Generator | None = None, condition: Any = None
+    ) -> Tensor | np.ndarray:
+        """``n`` samples for scoring (see :class:`SampleSource`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement generate()")
 
-    def latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` draws of the standard normal latent variable (seeded by ``generator``)."""
-        noise = torch.randn(n, self.hparams.latent_dim, generator=generator, device="cpu")
-        return noise.to(self.device)
+    def sample(
+        self, n: int = 64, *, generator: torch.Generator | None = None, condition: Any = None, **options: Any
+    ) -> Tensor | pd.DataFrame:
+        """``n`` samples to write (``lit-dl sample``; see :class:`SampleSource`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample()")
 
-    # ------------------------------------------------------------ checkpoint metadata
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lit_dl"] = checkpoint_meta(self)
-
-    def summarize(self, metrics: dict[str, float]) -> str | None:
-        """A sentence about the final metrics printed after the table."""
-        return None
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse sampling options this task does not know, in one line."""
+        if options:
+            raise ConfigError(f"{type(self).__name__}.sample takes no option(s) {', '.join(sorted(options))}")
 
 
 class ImageGenerativeTask(GenerativeTask):
-    """Base of the image VAE and GAN: pixels in [0, 1], image geometry and classes from the datamodule.
+    """Base of the image VAE and GAN: pixels in [0, 1], image geometry and classes from the data spec.
 
-    Args:
-        input_spec: ``in_channels`` and ``image_size`` from the datamodule.
-        class_names: the data's classes (conditional models and the sample grid's labels).
-        class_counts: training images per class (unused; accepted from the datamodule).
-        anomaly_classes: classes kept out of training (``data.exclude_classes``): the test
-            reports how well the model tells them apart (VAE: AUROC of the negative ELBO).
+    The spec's ``inputs`` give ``in_channels`` and ``image_size``; its ``classes`` label the
+    samples of a conditional model; its ``anomaly_classes`` (``data.exclude_classes``) are kept out
+    of training, and the test reports how well the model tells them apart.
     """
 
-    data_modality = "images"
+    modalities: ClassVar[tuple[str, ...]] = ("images",)
 
-    def image_geometry(self) -> dict[str, Any]:
-        spec = dict(self.hparams.input_spec or {})
-        if "in_channels" not in spec or "image_size" not in spec:
+    def check_data(self, spec: DataSpec | None) -> None:
+        super().check_data(spec)
+        assert spec is not None
+        if "in_channels" not in spec.inputs or "image_size" not in spec.inputs:
             raise ConfigError("this model needs image data (e.g. data=digits, data=fashion_mnist)")
-        return {"in_channels": int(spec["in_channels"]), "image_size": list(spec["image_size"])}
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and getattr(datamodule, "scale", "unit") != "unit":
+        if spec.scale is not None and spec.scale != "unit":  # None: the datamodule does not say
             raise ConfigError(
                 f"model={type(self).__name__} models pixels in [0, 1] but the data is standardised; "
                 "set data.scale=unit (the generative experiments do)"
             )
 
-    def sample(self, generator: torch.Generator, n: int = 64, condition: Any = None) -> Tensor:
-        """``lit-dl sample``: ``n`` images in [0, 1]; ``condition``: a class name or index (conditional)."""
+    def image_geometry(self) -> dict[str, Any]:
+        """``in_channels`` and ``image_size`` ``[H, W]``, handed to the networks."""
+        inputs = self.data_spec.inputs
+        return {"in_channels": int(inputs["in_channels"]), "image_size": list(inputs["image_size"])}
+
+    @property
+    def classes(self) -> list[str]:
+        """The data's class names (empty for unlabelled images)."""
+        return [str(c) for c in self.data_spec.classes or []]
+
+    @property
+    def anomaly_classes(self) -> list[int]:
+        """Indices of the classes kept out of training (``data.exclude_classes``)."""
+        return list(self.data_spec.anomaly_classes or [])
+
+    def condition_labels(self, condition: Any, n: int) -> Tensor | None:
+        """Class indices ``(n,)`` for a condition; models that cannot condition refuse one."""
+        if condition is None or (isinstance(condition, str) and not condition):
+            return None
+        raise ConfigError(f"{type(self).__name__} cannot sample a given class; leave condition unset")
+
+    def sample(
+        self, n: int = 64, *, generator: torch.Generator | None = None, condition: Any = None, **options: Any
+    ) -> Tensor:
+        """``lit-dl sample``: ``n`` images ``(n, C, H, W)`` in [0, 1] on the CPU, 1024 at a time.
+
+        ``condition``: a class name or index (class-conditional models).
+        """
+        self.check_options(options)
         labels = self.condition_labels(condition, n)
         images = [
-            self.generate(len(chunk), generator=generator, labels=None if labels is None else labels[chunk])
+            self.generate(
+                len(chunk), generator=generator, condition=None if labels is None else labels[chunk]
+            )
             for chunk in torch.arange(n).split(1024)
         ]
         return torch.cat(images).cpu()
 
-    def condition_labels(self, condition: Any, n: int) -> Tensor | None:
-        if condition is None or condition == "":
+
+def check_rows(n: Any) -> int:
+    """``n`` as a positive number of rows, or a one-line error."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n must be a positive integer (rows to generate), got {n!r}")
+    return n
+
+
+class TableGenerativeTask(GenerativeTask):
+    """Base of the tabular VAE and GAN: rows transformed by the datamodule's fitted :class:`TableTransform`.
+
+    The transform comes with the data spec (``options["table"]``; the datamodule keeps it in the
+    checkpoint), so it is not a hyperparameter. :attr:`data_sampling` is the way of drawing
+    training rows the task needs (``data.sampling``), checked when the task is built.
+    Subclasses implement :meth:`generate_batch`; :meth:`generate` and :meth:`sample` batch it and
+    keep the rows that meet a condition.
+    """
+
+    modalities: ClassVar[tuple[str, ...]] = ("table",)
+    data_sampling: ClassVar[str] = "uniform"
+
+    def check_data(self, spec: DataSpec | None) -> None:
+        super().check_data(spec)
+        assert spec is not None
+        name = type(self).__name__
+        if "table" not in spec.options:
+            raise ConfigError(
+                f"model={name} needs a table prepared for generative models "
+                "(data=churn_synthetic, or data=table_synthetic data.path=FILE)"
+            )
+        sampling = spec.options.get("sampling", "uniform")
+        if sampling != self.data_sampling:
+            raise ConfigError(
+                f"model={name} trains on {SAMPLING_NEEDS[self.data_sampling]} but data.sampling={sampling}; "
+                f"set data.sampling={self.data_sampling}"
+            )
+
+    def configure_models(self) -> None:
+        """The fitted transform and its span layout; subclasses then build their networks."""
+        self.table = TableTransform.from_state_dict(self.data_spec.options["table"])
+        offsets, spans = self.table.span_index()
+        self.register_buffer("offset_index", offsets, persistent=False)  # (T,) columns of the mode offsets
+        self.register_buffer("span_index", spans, persistent=False)  # (S, K_max) one-hot spans, padded with D
+
+    # ------------------------------------------------------------ sampling
+    def generate_batch(
+        self, n: int, generator: torch.Generator | None, slot: tuple[int, int] | None
+    ) -> np.ndarray:
+        """One batch of ``n`` transformed rows ``(n, D)`` (``slot``: the asked category, if any)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement generate_batch()")
+
+    def rows_from_outputs(
+        self,
+        raw: Tensor,
+        generator: torch.Generator | None,
+        offset_noise: Tensor | None = None,
+        draw: bool = True,
+    ) -> Tensor:
+        """Transformed rows ``(B, D)`` from a network's raw outputs ``(B, D)``.
+
+        Offsets: ``tanh`` (plus ``offset_noise``, if given); one-hot spans: a category drawn from
+        each span's softmax (``draw``), or the logits left as they are (the inverse transform
+        reads the largest entry).
+        """
+        rows = raw.clone()
+        offsets = torch.tanh(raw[:, self.offset_index])
+        rows[:, self.offset_index] = (
+            offsets if offset_noise is None else offsets + offset_noise[:, self.offset_index]
+        )
+        if draw:
+            for start, size in self.table.one_hot_spans():
+                pick = draw_categories(torch.softmax(raw[:, start : start + size], dim=1), generator)
+                rows[:, start : start + size] = F.one_hot(pick, size).float()
+        return rows
+
+    @torch.no_grad()
+    def generate(
+        self, n: int, *, generator: torch.Generator | None = None, condition: Any = None
+    ) -> np.ndarray:
+        """``n`` transformed rows ``(n, D)``; with ``condition="column=value"``, rows with that category."""
+        slot = self.table.condition_slot(condition) if condition else None
+        training = self.training
+        self.eval()
+        try:
+            return draw_rows(lambda size: self.generate_batch(size, generator, slot), self.table, n, slot)
+        finally:
+            self.train(training)
+
+    def sample(
+        self,
+        n: int = 1000,
+        *,
+        generator: torch.Generator | None = None,
+        condition: Any = None,
+        **options: Any,
+    ) -> pd.DataFrame:
+        """``n`` synthetic rows with the original columns, order and dtypes.
+
+        ``condition="column=value"`` (e.g. ``churn=Yes``) keeps only rows with that category (a
+        conditional GAN is also asked for it).
+        """
+        self.check_options(options)
+        n = check_rows(n)
+        return self.table.inverse_transform(self.generate(n, generator=generator, condition=condition))
+
+    def summarize(self, metrics: dict[str, float]) -> str | None:
+        """The test fidelity and how to sample, printed after the metrics table."""
+        if "test/fidelity" not in metrics:
             return None
-        raise ConfigError(f"{type(self).__name__} cannot sample a given class; leave condition unset")
+        return (
+            f"fidelity (column shapes and pairs) of samples vs test rows: {metrics['test/fidelity']:.3f} "
+            "(1 = identical); "
+            "lit-dl sample ckpt_path=... n=10000 output=synthetic.csv writes a table"
+        )
+
+
+__all__ = [
+    "GenerativeTask",
+    "ImageGenerativeTask",
+    "SampleSource",
+    "TableGenerativeTask",
+    "check_rows",
+    "draw_categories",
+]

@@ -8,13 +8,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
+from lit_dl.data.spec import DataSpec
 from lit_dl.data.text import UNKNOWN
 from lit_dl.errors import ConfigError, DataError
-from lit_dl.tasks.base import STAGES, BaseTask
+from lit_dl.tasks.base import STAGES
+from lit_dl.tasks.supervised import SupervisedTask
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def detach_state(state: State) -> State:
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
-class LanguageModelTask(BaseTask):
+class LanguageModelTask(SupervisedTask):
     """Predict the next character; carries the recurrent state across batches (truncated BPTT).
 
     Batches are consecutive chunks of parallel text streams (see
@@ -46,13 +48,14 @@ class LanguageModelTask(BaseTask):
     Metrics: ``loss`` (cross-entropy in nats) and ``bpc`` (bits per character, the loss
     divided by ln 2), for train, val and test.
 
+    The vocabulary comes from the data spec (``options["vocabulary"]``): the characters the
+    model knows, index ``i + 1`` for ``vocabulary[i]``; index 0 is the unknown character.
+
     Args:
-        vocabulary: the characters the model knows, index ``i + 1`` for ``vocabulary[i]``;
-            index 0 is the unknown character (from the datamodule).
         gradient_clip_val: clip the gradient norm to this when ``trainer.gradient_clip_val``
             is not set (recurrent nets need clipping: one long-range gradient can explode);
             null or 0: no clipping of our own.
-        **kwargs: see :class:`~lit_dl.tasks.base.BaseTask`.
+        **kwargs: see :class:`~lit_dl.tasks.supervised.SupervisedTask`.
     """
 
     task_type = "language_model"
@@ -61,33 +64,47 @@ class LanguageModelTask(BaseTask):
         self,
         net: dict[str, Any],
         optimizer: dict[str, Any],
-        vocabulary: str,
         gradient_clip_val: float | None = 1.0,
         **kwargs: Any,
     ) -> None:
-        if not vocabulary:
-            raise ConfigError("a language model needs a vocabulary of at least one character")
-        self.vocabulary = str(vocabulary)
-        self.char_index = {c: i + 1 for i, c in enumerate(self.vocabulary)}
         super().__init__(net, optimizer, **kwargs)
         self._states: dict[str, State | None] = dict.fromkeys(STAGES)
 
+    def check_data(self, spec: DataSpec | None) -> None:
+        super().check_data(spec)
+        assert spec is not None
+        if not spec.options.get("vocabulary"):
+            raise ConfigError("a language model needs a vocabulary of at least one character")
+
     # ------------------------------------------------------------ building
+    @property
+    def vocabulary(self) -> str:
+        return str(self.data_spec.options["vocabulary"])
+
+    @property
+    def char_index(self) -> dict[str, int]:
+        if not hasattr(self, "_char_index"):
+            self._char_index = {c: i + 1 for i, c in enumerate(self.vocabulary)}
+        return self._char_index
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocabulary) + 1  # + the unknown character
 
     def net_kwargs(self) -> dict[str, Any]:
         # A language model's output size is its input vocabulary: no out_features.
-        spec = {"vocab_size": self.vocab_size, **dict(self.hparams.input_spec or {})}
-        if spec["vocab_size"] != self.vocab_size:
+        sizes = {"vocab_size": self.vocab_size, **self.data_spec.inputs}
+        if sizes["vocab_size"] != self.vocab_size:
             raise ConfigError(
-                f"input_spec.vocab_size={spec['vocab_size']} but the vocabulary has {self.vocab_size} "
+                f"the data's vocab_size={sizes['vocab_size']} but the vocabulary has {self.vocab_size} "
                 "entries (characters + unknown)"
             )
-        return spec
+        return sizes
 
-    def configure_metrics(self) -> MetricCollection:
+    def default_loss(self) -> nn.Module:
+        return nn.CrossEntropyLoss()
+
+    def default_metrics(self) -> MetricCollection:
         return MetricCollection({"bpc": BitsPerCharacter()})
 
     def configure_gradient_clipping(
@@ -103,7 +120,7 @@ class LanguageModelTask(BaseTask):
     # ------------------------------------------------------------ steps
     def compute_loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Mean cross-entropy (nats) of logits ``(B, T, V)`` against next characters ``(B, T)``."""
-        return F.cross_entropy(output.flatten(0, 1).float(), target.flatten())
+        return self.criterion(output.flatten(0, 1).float(), target.flatten())
 
     def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
         """Loss and per-character losses ``(B * T,)`` of one chunk, reading on from the last chunk's state."""

@@ -2,48 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from lit_dl.errors import ConfigError
-from lit_dl.tasks.base import BaseTask
-
-LOSSES = {"mse": nn.MSELoss, "l1": nn.L1Loss, "huber": nn.HuberLoss}
+from lit_dl.tasks.supervised import SupervisedTask
 
 
-class RegressionTask(BaseTask):
+class RegressionTask(SupervisedTask):
     """Predict one number. The network sees a standardised target; metrics are in the target's units.
 
+    The target's training mean and standard deviation come from the data spec. The loss
+    (``model.loss``: default ``mse``; ``l1``, ``huber`` or any entry) is taken on the
+    standardised target.
+
     Args:
-        target_mean, target_std: training statistics of the target (from the datamodule).
-        loss: ``mse``, ``l1`` or ``huber`` (on the standardised target).
-        **kwargs: see :class:`~lit_dl.tasks.base.BaseTask`.
+        **kwargs: see :class:`~lit_dl.tasks.supervised.SupervisedTask`.
     """
 
     task_type = "regression"
 
-    def __init__(
-        self,
-        net: dict[str, Any],
-        optimizer: dict[str, Any],
-        target_mean: float = 0.0,
-        target_std: float = 1.0,
-        loss: str = "mse",
-        **kwargs: Any,
-    ) -> None:
-        if loss not in LOSSES:
-            raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        super().__init__(net, optimizer, **kwargs)
-        self.criterion = LOSSES[loss]()
-        self.target_mean = float(target_mean)
-        self.target_std = float(target_std)
-
     def output_size(self) -> int:
         return 1
 
-    def configure_metrics(self) -> MetricCollection:
+    def default_loss(self) -> nn.Module:
+        return nn.MSELoss()
+
+    def default_metrics(self) -> MetricCollection:
         return MetricCollection(
             {
                 "mse": MeanSquaredError(),
@@ -57,7 +41,10 @@ class RegressionTask(BaseTask):
         return self.criterion(output.squeeze(-1).float(), target.float())
 
     def metric_target(self, target: Tensor) -> Tensor:
-        return target.float() * self.target_std + self.target_mean
+        return target.float() * self.data_spec.target_std + self.data_spec.target_mean
 
     def predictions(self, output: Tensor) -> Tensor:
-        return output.squeeze(-1).float() * self.target_std + self.target_mean
+        return output.squeeze(-1).float() * self.data_spec.target_std + self.data_spec.target_mean
+
+
+__all__ = ["RegressionTask"]

@@ -14,7 +14,6 @@ from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import binary_auroc
 
 from lit_dl.errors import ConfigError
-from lit_dl.tasks.base import with_scheduler
 from lit_dl.tasks.generative import ImageGenerativeTask
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -27,7 +26,9 @@ class VAETask(ImageGenerativeTask):
     ``KL(q(z|x) || p(z))``, ``nelbo`` = their sum (an upper bound on ``-log p(x)``), and
     at test time ``nll``, the importance-weighted estimate of ``-log p(x)`` with
     ``nll_samples`` draws from ``q`` (Burda et al. 2016), which tightens towards the true
-    value as the number of draws grows.
+    value as the number of draws grows. With held-out classes in the data spec
+    (``data.exclude_classes``), the test also reports ``test/anomaly_auroc``: how well the
+    negative ELBO tells those classes' images from the trained ones.
 
     Args:
         encoder: ``_target_`` entry of a network ``x -> (mean, log_variance)`` (e.g. ConvEncoder).
@@ -40,8 +41,7 @@ class VAETask(ImageGenerativeTask):
         kl_warmup_epochs: the KL weight rises linearly from 0 to ``beta`` over these epochs
             (validation and test always report the true ELBO).
         nll_samples: importance samples per test image for ``test/nll`` (0: skip).
-        scheduler: ``_target_`` entry of an LR scheduler (``_partial_: true``) or None.
-        scheduler_monitor: the metric a ReduceLROnPlateau scheduler watches.
+        **kwargs: see :class:`~lit_dl.tasks.base.Task` (``data``, ``scheduler``, ``scheduler_monitor``).
     """
 
     def __init__(
@@ -54,37 +54,36 @@ class VAETask(ImageGenerativeTask):
         beta: float = 1.0,
         kl_warmup_epochs: int = 0,
         nll_samples: int = 100,
-        scheduler: dict[str, Any] | None = None,
-        scheduler_monitor: str = "val/loss",
-        input_spec: dict[str, Any] | None = None,
-        class_names: list[str] | None = None,
-        class_counts: list[int] | None = None,
-        anomaly_classes: list[int] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
         if beta < 0 or kl_warmup_epochs < 0 or nll_samples < 0 or latent_dim < 1:
             raise ConfigError(
                 "model.beta, model.kl_warmup_epochs and model.nll_samples must be >= 0, model.latent_dim >= 1"
             )
-        self.save_hyperparameters()
-        self.plain_hparams()
+        super().__init__(optimizer=optimizer, **kwargs)
+
+    def configure_models(self) -> None:
         geometry = self.image_geometry()
-        self.encoder = self.build_part("encoder", **geometry, latent_dim=latent_dim)
-        self.decoder = self.build_part("decoder", **geometry, latent_dim=latent_dim)
+        self.encoder = self.build_part("encoder", **geometry, latent_dim=self.latent_dim)
+        self.decoder = self.build_part("decoder", **geometry, latent_dim=self.latent_dim)
         # Gaussian likelihood: log standard deviation per channel, learned with the networks.
         self.log_scale = (
-            nn.Parameter(torch.zeros(geometry["in_channels"])) if likelihood == "gaussian" else None
+            nn.Parameter(torch.zeros(geometry["in_channels"]))
+            if self.hparams.likelihood == "gaussian"
+            else None
         )
+
+    def configure_metrics(self) -> None:
         terms = MetricCollection({name: MeanMetric() for name in ("nelbo", "recon", "kl")})
         self.train_metrics = terms.clone(prefix="train/")
         self.val_metrics = terms.clone(prefix="val/")
         self.test_metrics = terms.clone(prefix="test/")
         self.test_nll = MeanMetric()
         # Scores and labels of the test images, gathered over processes (anomaly AUROC at epoch end).
-        self.anomaly_scores = CatMetric() if anomaly_classes else None
-        self.anomaly_labels = CatMetric() if anomaly_classes else None
+        self.anomaly_scores = CatMetric() if self.anomaly_classes else None
+        self.anomaly_labels = CatMetric() if self.anomaly_classes else None
 
     # ------------------------------------------------------------ model
     def encode(self, x: Tensor) -> Normal:
@@ -167,7 +166,7 @@ class VAETask(ImageGenerativeTask):
             self.test_nll.update(self.importance_nll(x, self.hparams.nll_samples))
             self.log("test/nll", self.test_nll, on_epoch=True, batch_size=len(x))
         if self.anomaly_scores is not None and len(batch) > 1:
-            anomalous = torch.isin(batch[1], torch.tensor(self.hparams.anomaly_classes, device=x.device))
+            anomalous = torch.isin(batch[1], torch.tensor(self.anomaly_classes, device=x.device))
             self.anomaly_scores.update(nelbo.double())
             self.anomaly_labels.update(anomalous.long())
 
@@ -193,16 +192,11 @@ class VAETask(ImageGenerativeTask):
         """``lit-dl predict``'s column: the negative ELBO in nats (higher: less like the training data)."""
         return {"negative_elbo": outputs[:, 0].float().numpy()}
 
-    def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer("optimizer", self.parameters())
-        return with_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_monitor)
-
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
-    def generate(
-        self, n: int, generator: torch.Generator | None = None, labels: Tensor | None = None
-    ) -> Tensor:
-        """Decoded means of ``n`` draws from the prior, pixels in [0, 1]."""
+    def generate(self, n: int, *, generator: torch.Generator | None = None, condition: Any = None) -> Tensor:
+        """Decoded means of ``n`` draws from the prior ``(n, C, H, W)``, pixels in [0, 1] (no condition)."""
+        self.condition_labels(condition, n)  # refuses one
         return self.decode_mean(self.decoder(self.latent(n, generator)))
 
     @torch.no_grad()

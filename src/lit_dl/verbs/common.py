@@ -10,28 +10,33 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from lit_dl.errors import CheckpointError, ConfigError, LitDLError
-from lit_dl.tasks.base import BaseTask
-from lit_dl.tasks.generative import GenerativeTask
-from lit_dl.utils import atomic_write_text, to_plain, write_json
+from lit_dl.builder import allow_targets, build, import_class
+from lit_dl.checkpoints import load_checkpoint, restore
+from lit_dl.data.spec import DataSource
+from lit_dl.errors import ConfigError
+from lit_dl.tasks.base import Task
+from lit_dl.utils import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_MODEL = {
-    "classification": "mlp_classifier",
-    "regression": "mlp_regressor",
-    "forecasting": "lstm_forecaster",
-    "language_model": "char_lstm",
-    "tabular_generative": "tvae",
-}
-# Tasks are LightningModules of one of these bases (they write the checkpoint metadata verbs read).
-TASK_BASES = (BaseTask, GenerativeTask)
+__all__ = [
+    "build",
+    "build_callbacks",
+    "build_datamodule",
+    "build_loggers",
+    "build_task",
+    "check_required",
+    "load_checkpoint",
+    "print_metrics",
+    "restore_from_checkpoint",
+    "scalar_metrics",
+    "start",
+    "write_run_outputs",
+]
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -44,64 +49,28 @@ def check_required(cfg: DictConfig) -> None:
         )
 
 
-def build(node: Any, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that turns a failure into one line naming the config key."""
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, LitDLError):
-            raise cause from None
-        target = node.get("_target_") if isinstance(node, Mapping | DictConfig) else node
-        detail = str(cause or err).splitlines()[0]
-        raise ConfigError(f"cannot build '{key}' ({target}): {detail}") from err
+def start(cfg: DictConfig) -> None:
+    """What every verb does first: required keys set, the user's extra ``_target_`` packages allowed."""
+    check_required(cfg)
+    allow_targets(cfg.get("allow_targets"), replace=True)
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    # Not recursive: nested entries (e.g. data.augment transforms) stay plain config, are saved as
-    # such in checkpoints, and the datamodule builds them in setup().
-    return build(cfg.data, "data", _recursive_=False)
-
-
-def task_class(target: str) -> type[BaseTask | GenerativeTask]:
-    try:
-        cls = get_class(target)
-    except Exception as err:
-        raise ConfigError(f"model._target_ {target!r} cannot be imported: {err}") from err
-    if not (isinstance(cls, type) and issubclass(cls, TASK_BASES)):
+    """The configured datamodule. Not recursive: nested entries (e.g. ``data.augment`` transforms)
+    stay plain config, are saved as such in checkpoints, and the datamodule builds them in setup()."""
+    datamodule = build(cfg.data, "data", _recursive_=False)
+    if not isinstance(datamodule, DataSource):
         raise ConfigError(
-            f"model._target_ {target!r} is not a lit_dl task "
-            "(a subclass of lit_dl.tasks.BaseTask or lit_dl.tasks.GenerativeTask)"
+            f"data._target_ {cfg.data.get('_target_')} is not a lit_dl datamodule: it must offer "
+            "data_spec(), state_dict(), load_state_dict() and load_inputs() (see lit_dl.data.spec.DataSource)"
         )
-    return cls
+    return datamodule
 
 
-def build_task(model_cfg: DictConfig, datamodule: Any) -> BaseTask | GenerativeTask:
-    """Instantiate the task, handing it what the (set-up) datamodule knows about the data."""
-    cls = task_class(model_cfg._target_)
-    kwargs = datamodule.task_kwargs()
-    modality = getattr(cls, "data_modality", None)
-    if modality is not None:  # generative models care about the kind of data, not its labels
-        data_modality = getattr(datamodule, "modality", None)
-        if data_modality != modality:
-            raise ConfigError(
-                f"model={cls.__name__} needs {modality} data but data={type(datamodule).__name__} "
-                f"gives {data_modality or 'something else'} (e.g. data=digits or data=fashion_mnist)"
-            )
-        return build(model_cfg, "model", _recursive_=False, **kwargs)
-    if "anomaly_classes" in kwargs:
-        raise ConfigError(
-            "data.exclude_classes is for generative models (a VAE scores the held-out classes as "
-            f"anomalies); {cls.__name__} is a classifier: set data.exclude_classes=[]"
-        )
-    data_type = getattr(datamodule, "task_type", None)
-    if data_type and cls.task_type and data_type != cls.task_type:
-        raise ConfigError(
-            f"the data is a {data_type} problem but model={cls.__name__} does {cls.task_type}; "
-            f"pick a {data_type} model (e.g. model={EXAMPLE_MODEL.get(data_type, '...')})"
-            + (" or set data.task" if data_type in ("classification", "regression") else "")
-        )
-    return build(model_cfg, "model", _recursive_=False, **kwargs)
+def build_task(model_cfg: DictConfig, datamodule: DataSource) -> Task:
+    """Instantiate the task with the (set-up) datamodule's :class:`~lit_dl.data.spec.DataSpec`."""
+    import_class(str(model_cfg.get("_target_")), "model", Task)
+    return build(model_cfg, "model", _recursive_=False, data=datamodule.data_spec().to_dict())
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
@@ -112,48 +81,11 @@ def build_loggers(cfg: DictConfig | None) -> list[Any]:
     return [build(node, f"logger.{name}") for name, node in (cfg or {}).items() if node is not None]
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a lit_dl checkpoint (plain data only: ``weights_only=True``)."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(
-            f"ckpt_path is a folder: {path} (point it at a file, e.g. checkpoints/best.ckpt)"
-        )
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (check ckpt_path)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: it is corrupted or not a PyTorch checkpoint "
-            f"({type(err).__name__}: {str(err).splitlines()[0].split('. ')[0][:100]})"
-        ) from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
-    return checkpoint
-
-
 def restore_from_checkpoint(
     path: str | Path, data_overrides: Mapping[str, Any] | None = None
-) -> tuple[BaseTask | GenerativeTask, L.LightningDataModule]:
+) -> tuple[Task, L.LightningDataModule]:
     """Rebuild the task and its datamodule (with fitted preprocessing) from a checkpoint alone."""
-    checkpoint = load_checkpoint(path)
-    meta = checkpoint.get("lit_dl")
-    if not meta or "datamodule" not in meta:
-        raise CheckpointError(f"{path} was not written by `lit-dl train` (no lit_dl metadata)")
-    cls = task_class(meta["task"])
-    try:
-        model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except LitDLError:
-        raise
-    except Exception as err:
-        raise CheckpointError(f"cannot rebuild the model from {path}: {str(err).splitlines()[0]}") from err
-    dm_cls = get_class(meta["datamodule"])
-    hparams = {**meta["datamodule_hparams"], **to_plain(dict(data_overrides or {}))}
-    datamodule = build({"_target_": meta["datamodule"], **hparams}, "data", _recursive_=False)
-    datamodule.load_state_dict(checkpoint.get(dm_cls.__qualname__, {}))
-    model.eval()
-    return model, datamodule
+    return restore(path, data_overrides)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -11,17 +11,17 @@ from lit_dl.verbs.common import (
     build,
     build_callbacks,
     build_loggers,
-    check_required,
     print_metrics,
     restore_from_checkpoint,
     scalar_metrics,
+    start,
     write_run_outputs,
 )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild model, data and preprocessing from the checkpoint; return the test metrics."""
-    check_required(cfg)
+    start(cfg)
     L.seed_everything(cfg.seed, workers=True)
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path, to_plain(cfg.get("data") or {}))
     trainer: L.Trainer = build(

@@ -11,31 +11,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lit_dl.data.batching import batch_loader
+from lit_dl.data.spec import PredictionSource
 from lit_dl.errors import ConfigError
 from lit_dl.utils import atomic_write_text
-from lit_dl.verbs.common import build, check_required, restore_from_checkpoint
+from lit_dl.verbs.common import build, restore_from_checkpoint, start
 
 
-def prediction_frame(
-    datamodule: L.LightningDataModule, ids: pd.DataFrame, outputs: torch.Tensor, model: Any = None
-) -> pd.DataFrame:
-    """The inputs' id columns, then class probabilities and the predicted label (or the predicted value).
-
-    A model with a ``prediction_columns(outputs)`` method names its own columns (e.g. a VAE's
-    anomaly score).
-    """
+def prediction_frame(ids: pd.DataFrame, outputs: torch.Tensor, model: Any) -> pd.DataFrame:
+    """The inputs' pass-through columns, then the model's own columns (``model.prediction_columns``):
+    class probabilities and the predicted label, a predicted value, a VAE's anomaly score, ..."""
     frame = ids.reset_index(drop=True).copy()
-    named = getattr(model, "prediction_columns", None)
-    if callable(named):
-        for name, values in named(outputs).items():
-            frame[name] = values
-    elif datamodule.task_type == "classification":
-        classes = list(datamodule.classes)
-        for i, name in enumerate(classes):
-            frame[f"prob_{name}"] = outputs[:, i].numpy()
-        frame["prediction"] = [classes[i] for i in outputs.argmax(dim=1).tolist()]
-    else:
-        frame["prediction"] = outputs.numpy()
+    for name, values in model.prediction_columns(outputs).items():
+        frame[name] = values
     return frame
 
 
@@ -55,13 +42,20 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 
 def predict(cfg: DictConfig) -> Path:
     """Predict every row of ``cfg.input`` and write ``cfg.output``; return the output path."""
-    check_required(cfg)
+    start(cfg)
     output = Path(cfg.output)
     if output.suffix.lower() not in TABLE_SUFFIXES:
         raise ConfigError(f"output must end in .csv or .parquet, got {output}")
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size}")
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path)
+    if not isinstance(datamodule, PredictionSource) or not callable(
+        getattr(model, "prediction_columns", None)
+    ):
+        raise ConfigError(
+            f"lit-dl predict does not apply to {type(model).__name__} on {type(datamodule).__name__}: "
+            "use lit-dl sample for generative models and lit-dl eval for test metrics"
+        )
     dataset, ids = datamodule.load_inputs(cfg.input)
     trainer: L.Trainer = build(cfg.trainer, "trainer")
     if trainer.world_size > 1:
@@ -72,7 +66,7 @@ def predict(cfg: DictConfig) -> Path:
     batches = trainer.predict(model, dataloaders=batch_loader(dataset, int(cfg.batch_size), shuffle=False))
     outputs = torch.cat([b.float().cpu() for b in batches])
     if trainer.is_global_zero:
-        write_table(prediction_frame(datamodule, ids, outputs, model), output)
+        write_table(prediction_frame(ids, outputs, model), output)
         atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         print(f"wrote {len(ids)} predictions to {output}")
     return output

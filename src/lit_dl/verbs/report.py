@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from lit_dl.data.tabular import as_list, clean_frame, numeric_text_columns, parse_numbers, read_table
+from lit_dl.data.tables import as_list, clean_frame, numeric_text_columns, parse_numbers, read_table
 from lit_dl.errors import ConfigError, DataError
-from lit_dl.evaluation.synthetic_report import build_report, summary_lines, write_report
+from lit_dl.evaluation.synthetic import build_report, summary_lines, write_report
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import check_required
 

@@ -13,9 +13,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
+from lit_dl.checkpoints import load_checkpoint, task_class
 from lit_dl.errors import ConfigError
 from lit_dl.utils import atomic_write, atomic_write_text, to_plain
-from lit_dl.verbs.common import check_required, restore_from_checkpoint
+from lit_dl.verbs.common import restore_from_checkpoint, start
 
 # Options of configs/sample.yaml handed to the task's ``sample`` method when it takes them;
 # a task passes over the ones that do not apply to it (a prompt means nothing to an image GAN).
@@ -99,19 +100,20 @@ def sample(cfg: DictConfig) -> Any:
     options of :data:`SAMPLE_OPTIONS` that its signature names and returns texts (a list of
     strings), images (a tensor ``(n, C, H, W)`` in [0, 1]) or a table (a DataFrame).
     """
-    check_required(cfg)
+    start(cfg)
     n = cfg.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ConfigError(f"n must be a positive whole number, got {n!r}")
     L.seed_everything(cfg.seed)
-    model, _ = restore_from_checkpoint(cfg.ckpt_path)
-    sampler = getattr(model, "sample", None)
-    if not callable(sampler):
+    task_cls = task_class(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path)
+    if not callable(getattr(task_cls, "sample", None)):
         raise ConfigError(
-            f"this model cannot sample: {type(model).__name__} predicts ({model.task_type or 'outputs'}); "
+            f"this model cannot sample: {task_cls.__name__} predicts ({task_cls.task_type or 'outputs'}); "
             "sample needs a generative model, e.g. experiment=digits_vae or text_lstm "
             "(use lit-dl predict or eval)"
         )
+    model, _ = restore_from_checkpoint(cfg.ckpt_path)
+    sampler = model.sample
     options = sampling_options(sampler, cfg)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     samples = sampler(generator=generator, **options)

@@ -7,6 +7,7 @@ import logging
 import lightning as L
 from omegaconf import DictConfig
 
+from lit_dl.checkpoints import CheckpointMetadata
 from lit_dl.distributed import check_launch
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
@@ -15,10 +16,10 @@ from lit_dl.verbs.common import (
     build_datamodule,
     build_loggers,
     build_task,
-    check_required,
     load_checkpoint,
     print_metrics,
     scalar_metrics,
+    start,
     write_run_outputs,
 )
 
@@ -27,21 +28,20 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured model; return the final metrics (also written to ``metrics.json``)."""
-    check_required(cfg)
+    start(cfg)
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # fail early, and in one line, on a missing or corrupted file
     L.seed_everything(cfg.seed, workers=True)
 
-    # Data first: the model's input and output sizes come from the prepared data.
+    # Data first: the datamodule describes the prepared data (DataSpec) and the task is sized by it.
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = build_task(cfg.model, datamodule)
 
     loggers = build_loggers(cfg.get("logger"))
-    trainer: L.Trainer = build(
-        cfg.trainer, "trainer", callbacks=build_callbacks(cfg.get("callbacks")), logger=loggers or False
-    )
+    callbacks = [*build_callbacks(cfg.get("callbacks")), CheckpointMetadata()]
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     check_launch(trainer, "train")
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))

@@ -1,0 +1,104 @@
+"""The one place lit_dl reaches into Lightning's private or undocumented API.
+
+Each function wraps one such use, says what it relies on and why there is no public way,
+and has a test in ``tests/test_compat.py`` that fails when Lightning changes it, so an
+upgrade breaks here, by name, and not somewhere deep in a training run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from torch.utils.data import Dataset, Sampler
+
+
+def datamodule_state(checkpoint: Mapping[str, Any], datamodule_cls: type) -> dict[str, Any]:
+    """The ``state_dict()`` Lightning saved for a datamodule of class ``datamodule_cls`` ({} if none).
+
+    Wraps: Lightning's ``_CheckpointConnector`` stores ``datamodule.state_dict()`` under the
+    key ``datamodule.__class__.__qualname__`` (and restores it from there only when the same
+    datamodule is passed to ``fit``/``validate``). Rebuilding a datamodule from a checkpoint
+    alone needs to read that key directly; the key's format is not documented.
+    """
+    return dict(checkpoint.get(datamodule_cls.__qualname__) or {})
+
+
+def trainer_or_none(module: L.LightningModule) -> L.Trainer | None:
+    """The trainer a module is attached to, or None (``module.trainer`` raises when there is none).
+
+    Wraps: the private attribute ``LightningModule._trainer``; the public property raises a
+    ``RuntimeError`` for a module used outside a trainer (e.g. called directly in a test).
+    """
+    return module._trainer
+
+
+def spawns_processes(trainer: L.Trainer) -> bool:
+    """Whether the trainer starts its processes by spawning/forking (``ddp_spawn``, ``ddp_fork``, ...).
+
+    Wraps: the private launcher class
+    ``lightning.pytorch.strategies.launchers._MultiProcessingLauncher`` of
+    ``trainer.strategy.launcher``; Lightning has no public "how are processes started" flag.
+    """
+    from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
+def script_launch_processes(trainer: L.Trainer) -> int:
+    """Processes per node the trainer starts by re-running the command (``ddp``); 0 if it does not.
+
+    Wraps: the private launcher class
+    ``lightning.pytorch.strategies.launchers._SubprocessScriptLauncher`` and its
+    ``num_processes`` attribute; used to refuse a ``ddp`` run whose main program cannot be re-run.
+    """
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return int(launcher.num_processes) if isinstance(launcher, _SubprocessScriptLauncher) else 0
+
+
+def unrepeated_sampler(dataset: Dataset, num_replicas: int, rank: int) -> Sampler:
+    """Rows ``rank, rank + num_replicas, ...`` of ``dataset`` in order, each read by one process only.
+
+    Wraps: ``lightning.pytorch.overrides.distributed.UnrepeatedDistributedSampler`` (an internal
+    module, not in Lightning's API reference). PyTorch's ``DistributedSampler`` pads the set with
+    repeated rows, which would count twice in evaluation metrics; Lightning keeps a sampler that
+    already is a ``DistributedSampler``, so this one is not swapped out under DDP.
+    """
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+
+def amp_grad_scaler(trainer: L.Trainer | None) -> Any | None:
+    """The ``torch.amp.GradScaler`` of a ``16-mixed`` run, or None (other precisions, no trainer).
+
+    Wraps: the undocumented attribute ``scaler`` of Lightning's precision plugin
+    (``MixedPrecision.scaler``, reached through ``trainer.precision_plugin``). A gradient penalty
+    computed with ``torch.autograd.grad`` must scale and unscale by hand, as PyTorch's AMP recipe
+    does, and needs the scaler Lightning uses for the optimiser steps.
+    """
+    if trainer is None:
+        return None
+    return getattr(trainer.precision_plugin, "scaler", None)
+
+
+def allow_unused_parameters(trainer: Any) -> None:
+    """Let DDP accept backward passes that reach only some parameters (call from a task's ``setup``).
+
+    A GAN's updates each back-propagate through one network, so under DDP the other's parameters
+    get no gradient in that pass and DDP would fail, or wait for them (Lightning issue #20866).
+    ``setup`` runs before the strategy wraps the model, so the flag takes effect. Other
+    strategies are left alone.
+
+    Touches a private Lightning attribute: ``DDPStrategy._ddp_kwargs``, the keyword arguments the
+    strategy hands to ``DistributedDataParallel`` (Lightning 2.6 has no public way to change them
+    once the trainer is built).
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = getattr(trainer, "strategy", None)
+    if isinstance(strategy, DDPStrategy):
+        strategy._ddp_kwargs["find_unused_parameters"] = True

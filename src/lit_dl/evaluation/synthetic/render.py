@@ -1,0 +1,202 @@
+"""The synthetic-data report written out: headline sentences, ``report.json``, ``report.md`` and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lit_dl.evaluation.synthetic.fidelity import as_categories
+from lit_dl.utils import atomic_write_text, write_json
+
+MAX_PLOTS = 40
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report's headline figures, one sentence each."""
+    fid = report["fidelity"]
+    lines = [
+        f"fidelity {fid['score']:.3f} (column shapes {fid['column_shapes_mean']:.3f}, "
+        f"column pairs {fid['column_pairs_mean']:.3f})"
+    ]
+    if "ml_efficacy" in report:
+        mean = report["ml_efficacy"]["mean"]
+        lines.append(
+            f"ML efficacy F1 {mean['tstr']['f1']:.3f} trained on synthetic vs "
+            f"{mean['trtr']['f1']:.3f} on real (AUROC {mean['tstr']['auroc']:.3f} vs "
+            f"{mean['trtr']['auroc']:.3f}), tested on real held-out rows; synthetic rows drawn "
+            f"{report.get('sampling', 'unconditioned')}"
+        )
+    if "ml_efficacy_unconditioned" in report:
+        plain = report["ml_efficacy_unconditioned"]["mean"]["tstr"]
+        lines.append(
+            f"ML efficacy of an unconditioned sample: F1 {plain['f1']:.3f}, AUROC {plain['auroc']:.3f}"
+        )
+    if "privacy" in report:
+        p = report["privacy"]
+        verdict = "no closer" if p["no_closer_than_holdout"] else "CLOSER"
+        lines.append(
+            f"privacy: {p['exact_copies']} exact copies of training rows; synthetic rows are {verdict} to "
+            "training rows than to real held-out rows (median distance "
+            f"{p['dcr_synthetic_to_train_matched']['median']:.3f} vs "
+            f"{p['dcr_synthetic_to_holdout_matched']['median']:.3f} over equally many rows; "
+            f"{p['closer_to_train_share']:.1%} closer to training, 50% expected); median distance to the "
+            f"closest training row: synthetic {p['dcr_synthetic']['median']:.3f}, "
+            f"real held-out {p['dcr_holdout']['median']:.3f}"
+        )
+    return lines
+
+
+def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    """The report as Markdown, with links to the plots."""
+    out = ["# Synthetic-data report", ""]
+    out += [f"- {line}" for line in summary_lines(report)]
+    rows = report["rows"]
+    out += [
+        "",
+        f"Rows: {rows['train']} real training, {rows['synthetic']} synthetic, "
+        f"{rows['holdout']} real held-out.",
+        "",
+    ]
+    out += [
+        "## Fidelity",
+        "",
+        "| column | kind | shape similarity | missing real | missing synthetic |",
+        "|---|---|---|---|---|",
+    ]
+    for name, score in report["fidelity"]["column_shapes"].items():
+        miss = report["missing_rate"][name]
+        out.append(
+            f"| {name} | {report['kinds'][name]} | {score:.3f} | "
+            f"{miss['real']:.2%} | {miss['synthetic']:.2%} |"
+        )
+    worst = sorted(report["fidelity"]["column_pairs"], key=lambda p: p["score"])[:10]
+    if worst:
+        out += ["", "Least similar column pairs:", "", "| columns | metric | similarity |", "|---|---|---|"]
+        out += [f"| {' / '.join(p['columns'])} | {p['metric']} | {p['score']:.3f} |" for p in worst]
+    if "ml_efficacy" in report:
+        eff = report["ml_efficacy"]
+        out += [
+            "",
+            "## Machine-learning efficacy",
+            "",
+            f"Target `{eff['target']}`, positive label `{eff['positive_label']}`; "
+            f"tested on real held-out rows. Synthetic rows drawn {report.get('sampling', 'unconditioned')}.",
+            "",
+            "| classifier | F1 synthetic (TSTR) | F1 real (TRTR) | AUROC synthetic | AUROC real |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in [*eff["classifiers"].items(), ("**mean**", eff["mean"])]:
+            out.append(
+                f"| {name} | {r['tstr']['f1']:.3f} | {r['trtr']['f1']:.3f} | "
+                f"{r['tstr']['auroc']:.3f} | {r['trtr']['auroc']:.3f} |"
+            )
+        if "ml_efficacy_unconditioned" in report:
+            plain = report["ml_efficacy_unconditioned"]
+            out += ["", "The same classifiers trained on an unconditioned sample of as many rows:", ""]
+            out += ["| classifier | F1 | AUROC |", "|---|---|---|"]
+            out += [
+                f"| {name} | {r['tstr']['f1']:.3f} | {r['tstr']['auroc']:.3f} |"
+                for name, r in [*plain["classifiers"].items(), ("**mean**", plain["mean"])]
+            ]
+    if "privacy" in report:
+        p = report["privacy"]
+        out += [
+            "",
+            "## Privacy",
+            "",
+            "| distance to closest training row | median | 5th percentile |",
+            "|---|---|---|",
+            f"| synthetic rows | {p['dcr_synthetic']['median']:.4f} | {p['dcr_synthetic']['p05']:.4f} |",
+            f"| real held-out rows | {p['dcr_holdout']['median']:.4f} | {p['dcr_holdout']['p05']:.4f} |",
+            "",
+            f"Synthetic rows against {p['rows_compared']['holdout_full']} training rows and as many held-out "
+            "rows (like with like):",
+            "",
+            "| distance of synthetic rows to the closest | median | 5th percentile |",
+            "|---|---|---|",
+            f"| training row | {p['dcr_synthetic_to_train_matched']['median']:.4f} | "
+            f"{p['dcr_synthetic_to_train_matched']['p05']:.4f} |",
+            f"| held-out row | {p['dcr_synthetic_to_holdout_matched']['median']:.4f} | "
+            f"{p['dcr_synthetic_to_holdout_matched']['p05']:.4f} |",
+            "",
+            f"- Closer to training than to held-out rows: {p['closer_to_train_share']:.1%} "
+            f"(50% expected; up to {0.5 + p['closer_to_train_margin']:.1%} passes).",
+            f"- Exact copies of training rows: {p['exact_copies']} "
+            "(real held-out rows that equal a training row: "
+            f"{p['holdout_exact_copies']}).",
+            "- Direct measure: median distance to the closest training row "
+            f"{p['dcr_synthetic']['median']:.4f} for synthetic rows, "
+            f"{p['dcr_holdout']['median']:.4f} for real held-out rows: synthetic rows "
+            f"are {'no closer' if p.get('dcr_no_closer_direct', True) else 'CLOSER'} to training rows than "
+            "unseen real rows are.",
+            "- Like with like: each synthetic row's distance to the closest of equally many training and "
+            "held-out rows. A generator that copies or nearly copies its rows lands nearer the training "
+            "side; one that learned the distribution is as near either (the direct measure alone can "
+            "mislead both ways: synthetic rows crowd where the data is dense, or scatter where it is not).",
+            f"- Verdict: synthetic rows are {'no closer' if p['no_closer_than_holdout'] else 'CLOSER'} "
+            "to training rows than real held-out rows are (all of: no exact copies, the direct measure, "
+            "and the like-with-like share and median within their margins).",
+        ]
+    if plots:
+        out += ["", "## Plots (real beside synthetic)", ""]
+        out += [f"![{name}]({path})" for name, path in plots.items()]
+    return "\n".join(out) + "\n"
+
+
+def plot_columns(
+    real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, str], folder: Path, max_categories: int = 20
+) -> dict[str, str]:
+    """One PNG per column: histograms or category bars, real beside synthetic. Returns name -> file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, kind in list(kinds.items())[:MAX_PLOTS]:
+        figure, ax = plt.subplots(figsize=(6, 3.2))
+        if kind == "numeric":
+            a = pd.to_numeric(real[name], errors="coerce").dropna().to_numpy(float)
+            b = pd.to_numeric(synthetic[name], errors="coerce").dropna().to_numpy(float)
+            both = np.concatenate([a, b])
+            if len(both):
+                bins = np.histogram_bin_edges(a if len(a) else both, bins=30)
+                ax.hist(
+                    [a, b], bins=bins, density=True, label=["real", "synthetic"], color=["#4c72b0", "#dd8452"]
+                )
+        else:
+            p = as_categories(real[name]).value_counts(normalize=True)
+            q = as_categories(synthetic[name]).value_counts(normalize=True)
+            p, q = p.align(q, fill_value=0.0)
+            top = p.sort_values(ascending=False).index[:max_categories]
+            x = np.arange(len(top))
+            ax.bar(x - 0.2, p[top], width=0.4, label="real", color="#4c72b0")
+            ax.bar(x + 0.2, q[top], width=0.4, label="synthetic", color="#dd8452")
+            ax.set_xticks(x, [str(t)[:18] for t in top], rotation=60, ha="right", fontsize=7)
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+        file = f"{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in name)}.png"
+        figure.savefig(folder / file, dpi=90, bbox_inches="tight")
+        plt.close(figure)
+        written[name] = f"plots/{file}"
+    return written
+
+
+def write_report(
+    report: dict[str, Any],
+    folder: str | Path,
+    train: pd.DataFrame | None = None,
+    synthetic: pd.DataFrame | None = None,
+) -> Path:
+    """Write ``report.json``, ``report.md`` and (given the tables) ``plots/*.png``; return the .md path."""
+    folder = Path(folder)
+    plots = {}
+    if train is not None and synthetic is not None:
+        plots = plot_columns(train, synthetic, report["kinds"], folder / "plots")
+    write_json(folder / "report.json", report)
+    atomic_write_text(folder / "report.md", markdown(report, plots))
+    return folder / "report.md"

@@ -1,0 +1,80 @@
+"""Each shim of :mod:`lit_dl.compat` against the Lightning installed: these fail when Lightning changes
+the private API a shim wraps, so an upgrade breaks here and by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
+from lightning.pytorch.plugins.precision import MixedPrecision
+from torch.utils.data import DistributedSampler
+
+from lit_dl import compat
+
+
+def cpu_trainer(**kwargs: Any) -> L.Trainer:
+    kwargs.setdefault("accelerator", "cpu")
+    kwargs.setdefault("devices", 1)
+    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+
+
+class StatefulDataModule(BoringDataModule):
+    """A datamodule with fitted state, as lit_dl's datamodules keep theirs."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"classes": ["no", "yes"], "mean": 1.5}
+
+
+def test_datamodule_state_finds_what_lightning_saved(tmp_path) -> None:
+    trainer = cpu_trainer(max_steps=1, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(BoringModel(), datamodule=StatefulDataModule())
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert compat.datamodule_state(checkpoint, StatefulDataModule) == {"classes": ["no", "yes"], "mean": 1.5}
+    assert compat.datamodule_state(checkpoint, BoringDataModule) == {}
+
+
+def test_trainer_or_none() -> None:
+    model = BoringModel()
+    assert compat.trainer_or_none(model) is None
+    trainer = cpu_trainer()
+    model.trainer = trainer  # the public setter Lightning uses when it attaches a module
+    assert compat.trainer_or_none(model) is trainer
+
+
+def test_launcher_kinds() -> None:
+    ddp = cpu_trainer(devices=2, strategy="ddp")
+    assert compat.script_launch_processes(ddp) == 2
+    assert not compat.spawns_processes(ddp)
+    spawn = cpu_trainer(devices=2, strategy="ddp_spawn")
+    assert compat.spawns_processes(spawn)
+    assert compat.script_launch_processes(spawn) == 0
+    single = cpu_trainer()
+    assert not compat.spawns_processes(single)
+    assert compat.script_launch_processes(single) == 0
+
+
+def test_unrepeated_sampler_shares_rows_without_padding() -> None:
+    dataset = list(range(5))
+    shares = [list(compat.unrepeated_sampler(dataset, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert shares == [[0, 2, 4], [1, 3]]
+    # Lightning keeps a sampler that already is a DistributedSampler rather than replacing it.
+    assert isinstance(compat.unrepeated_sampler(dataset, 2, 0), DistributedSampler)
+
+
+def test_amp_grad_scaler() -> None:
+    scaler = torch.amp.GradScaler("cpu")
+    trainer = cpu_trainer(plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    assert compat.amp_grad_scaler(trainer) is scaler
+    assert compat.amp_grad_scaler(cpu_trainer()) is None
+    assert compat.amp_grad_scaler(None) is None
+
+
+def test_allow_unused_parameters_sets_the_ddp_flag() -> None:
+    ddp = cpu_trainer(devices=2, strategy="ddp")
+    compat.allow_unused_parameters(ddp)
+    assert ddp.strategy._ddp_kwargs["find_unused_parameters"] is True
+    single = cpu_trainer()
+    compat.allow_unused_parameters(single)  # other strategies are left alone
