@@ -156,6 +156,10 @@ def test_restored_model_samples_the_source_table(
     run: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     run_dir: Path = request.getfixturevalue(run)
+    checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    # The fitted transform is stored once: in the datamodule's state, not among the task's hparams.
+    assert "transform" in checkpoint["ChurnSyntheticDataModule"]
+    assert not {"transform", "input_spec"} & set(checkpoint["hyper_parameters"])
     model, datamodule = restore_from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     datamodule.setup()
     train = datamodule.frames["train"]
