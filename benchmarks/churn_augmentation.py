@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="42,1,2")
     parser.add_argument("--runs", default="logs/benchmarks/churn_augmentation")
     args = parser.parse_args(argv)
-    runs = Path(args.runs).resolve()
-
-    generator_dir = runs / f"generator_{args.model}"
+    root = Path(args.runs).resolve()
+    # One folder per invocation (a run folder holds one run); the generator is trained once and reused.
+    runs = root / time.strftime("%Y-%m-%d_%H-%M-%S")
+    generator_dir = root / f"generator_{args.model}"
     if not (generator_dir / "checkpoints" / "best.ckpt").is_file():
         print(f"generator: {train_generator(args.model, generator_dir) / 60:.1f} min", flush=True)
     model, datamodule = restore_from_checkpoint(generator_dir / "checkpoints" / "best.ckpt")

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="logs/benchmarks/synthetic_adult", help="run folders go here")
     parser.add_argument("--models", default="tvae,ctgan")
     args, overrides = parser.parse_known_args(argv)
-    adult, runs = Path(args.adult).resolve(), Path(args.runs)
+    # One folder per invocation: a run folder holds one run (a second run into it is refused).
+    adult, runs = Path(args.adult).resolve(), Path(args.runs) / time.strftime("%Y-%m-%d_%H-%M-%S")
     results = {}
     for model in args.models.split(","):
         mine = [o.split(":", 1)[1] if ":" in o.split("=")[0] else o for o in overrides]

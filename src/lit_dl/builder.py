@@ -7,6 +7,8 @@ Every layer (verbs, tasks, datamodules, callbacks) builds what a config names th
 - ``_target_`` may only name something under an allowed prefix (:data:`ALLOWED_PREFIXES`
   and those the user adds with ``allow_targets=[my_pkg]``): a config or checkpoint handed
   to you is data, and must not be able to run ``numpy.savetxt`` or ``subprocess.Popen``.
+  Under the built-in prefixes only classes: their functions include file writers
+  (``lit_dl.utils.atomic_write_text``, Lightning's ``save_hparams_to_yaml``).
 
 Hydra's ``instantiate`` does the building; this module only wraps it.
 """
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lit_dl.errors import ConfigError, LitDLError
@@ -33,6 +35,9 @@ ALLOWED_PREFIXES: tuple[str, ...] = (
     "torchvision.transforms.",
     "lightning.",
 )
+# Classes under the prefixes above that would run more than a building block: LightningCLI parses
+# arguments and instantiates any ``class_path`` it is given.
+REFUSED_PREFIXES: tuple[str, ...] = ("lightning.pytorch.cli.", "lightning.fabric.cli.")
 _user_prefixes: set[str] = set()
 
 
@@ -61,7 +66,8 @@ def allowed_prefixes() -> tuple[str, ...]:
 
 
 def check_target(target: Any, key: str) -> None:
-    """Refuse a ``_target_`` outside the allowed packages, or a private name, in one line."""
+    """Refuse a ``_target_`` outside the allowed packages, a private name, or (under the built-in
+    prefixes) anything but a class, in one line."""
     name = str(target)
     private = any(part.startswith("_") for part in name.split("."))
     if private or not name.startswith(allowed_prefixes()):
@@ -70,6 +76,22 @@ def check_target(target: Any, key: str) -> None:
             f"{key}._target_={name} is not allowed: configs and checkpoints may only name classes under "
             f"{', '.join(p.rstrip('.') for p in allowed_prefixes())}"
             + ("" if private else f"; if you trust it, add allow_targets=[{package}]")
+        )
+    if name.startswith(tuple(_user_prefixes)):
+        return  # the user's own packages: anything they name
+    if name.startswith(REFUSED_PREFIXES):
+        raise ConfigError(
+            f"{key}._target_={name} is not allowed: it would run a command line, not build a part"
+        )
+    try:
+        obj = get_object(name)
+    except Exception:
+        return  # cannot be imported: building it fails later, in one line naming the key
+    if not isinstance(obj, type):
+        raise ConfigError(
+            f"{key}._target_={name} is not allowed: configs and checkpoints may only name classes under "
+            f"{', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)}, and this is a {type(obj).__name__}"
+            f"; if you trust it, add allow_targets=[{name.rpartition('.')[0]}]"
         )
 
 
@@ -85,6 +107,64 @@ def check_node(node: Any, key: str) -> None:
     elif isinstance(node, list | tuple):
         for i, value in enumerate(node):
             check_node(value, f"{key}[{i}]")
+
+
+# Where a log file may go: the run directory (Hydra's ``job_logging`` handlers are opened before
+# the verb starts; a config file must not truncate or append to the user's files).
+RUN_DIR_REFERENCES = ("${hydra.runtime.output_dir}/", "${hydra:runtime.output_dir}/")
+
+
+def check_logging_class(name: str, key: str) -> None:
+    """A class a logging config names: one of :mod:`logging` (not ``logging.config``) or allowed."""
+    try:
+        if name.startswith("logging.") and not name.startswith("logging.config."):
+            if isinstance(get_object(name), type):
+                return
+        else:
+            check_target(name, key)
+            return
+    except ConfigError:
+        pass
+    except Exception:
+        return  # cannot be imported: the logging set-up fails on it, building nothing
+    raise ConfigError(
+        f"{key}={name} is not allowed: a logging config may only name classes of logging or under "
+        f"{', '.join(p.rstrip('.') for p in allowed_prefixes())}"
+    )
+
+
+def check_logging_config(node: Any, key: str) -> None:
+    """A ``logging.config.dictConfig`` entry (Hydra's ``job_logging``): its factories (``()``) and
+    classes must be classes of :mod:`logging` or allowed by :func:`check_target`, its log files in
+    the run directory."""
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            if name in ("()", "class") and isinstance(value, str):
+                check_logging_class(value, f"{key}.{name}")
+            elif name == "filename" and (
+                not str(value).startswith(RUN_DIR_REFERENCES) or ".." in str(value).split("/")
+            ):
+                raise ConfigError(
+                    f"{key}.filename={value} is not allowed: log files are written in the run directory "
+                    f"(filename: {RUN_DIR_REFERENCES[0]}NAME.log)"
+                )
+            else:
+                check_logging_config(value, f"{key}.{name}")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_logging_config(value, f"{key}[{i}]")
+
+
+def check_hydra(cfg: DictConfig) -> None:
+    """What Hydra itself builds from a composed config before a verb runs: its callbacks
+    (``hydra.callbacks``, through :func:`check_node`) and the logging set-up (``hydra.job_logging``,
+    ``hydra.hydra_logging``). ``cfg`` is composed with ``return_hydra_config=True``."""
+    hydra_cfg = cfg.get("hydra") or {}
+    check_node(hydra_cfg.get("callbacks"), "hydra.callbacks")
+    for name in ("job_logging", "hydra_logging"):
+        check_logging_config(hydra_cfg.get(name), f"hydra.{name}")
 
 
 def build(node: Any, key: str, **kwargs: Any) -> Any:

@@ -16,6 +16,7 @@ entry it reads goes through the allow-list of :mod:`lit_dl.builder`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ class CheckpointMetadata(L.Callback):
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a lit_dl checkpoint (plain data only: ``weights_only=True``)."""
+    """Read a lit_dl checkpoint (plain data only: ``weights_only=True``); the classes and config it
+    names are not checked here: the verbs read with :func:`lit_dl.verbs.common.load_checkpoint`,
+    which adds :func:`check_checkpoint`."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(
@@ -124,6 +127,77 @@ def migrate(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> dict
     return checkpoint
 
 
+# Paths a ModelCheckpoint callback keeps in its state, which Lightning loads, deletes (when a better
+# checkpoint replaces them) and tests on a resumed run.
+CHECKPOINT_CALLBACK_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def check_callback_paths(checkpoint: Mapping[str, Any], path: str | Path = "checkpoint") -> None:
+    """Refuse callback states naming a file outside their own ``dirpath``.
+
+    A resumed ModelCheckpoint deletes the worst of its ``best_k_models`` when a better one is
+    saved (Lightning checks the file is under ``dirpath`` without resolving ``..``) and the train
+    verb tests ``best_model_path``: a tampered checkpoint must not point them at the user's files.
+    """
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        if not isinstance(state, Mapping) or "dirpath" not in state:
+            continue
+        folder = os.path.normpath(str(state["dirpath"]))
+        files = [state.get(key) for key in CHECKPOINT_CALLBACK_PATHS]
+        files += list(state.get("best_k_models") or {})
+        for file in files:
+            if not file:
+                continue
+            file = str(file)
+            if ".." in Path(file).parts or os.path.dirname(os.path.normpath(file)) != folder:
+                raise CheckpointError(
+                    f"{path}: callback {str(name).split('{')[0]} names {file}, outside its folder {folder}; "
+                    "the checkpoint was tampered with"
+                )
+
+
+def check_checkpoint(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    """Every class and config entry a checkpoint names, checked before anything is built or loaded.
+
+    The task and datamodule classes must be allowed lit_dl classes (:func:`~lit_dl.builder.import_class`
+    with their base class); the datamodule config and the task's hyperparameters may hold no private
+    key and only allowed ``_target_``s at any depth (``data.augment`` entries, a net's arguments,
+    the optimiser); callback states only files in their own folder. Returns the checkpoint migrated
+    to the current format (a copy: ``checkpoint`` itself is left as it was read).
+    """
+    from lit_dl.tasks.base import Task
+
+    checkpoint = migrate(dict(checkpoint), path)
+    meta = checkpoint["lit_dl"]
+    try:
+        import_class(str(meta["task"]), "checkpoint task", Task)
+        dm_cls = import_class(str(meta["datamodule"]), "checkpoint datamodule", L.LightningDataModule)
+        for key, node in (
+            ("data", meta.get("datamodule_hparams")),
+            ("model", checkpoint.get("hyper_parameters")),
+        ):
+            node = to_plain(node or {})
+            if not isinstance(node, Mapping):
+                raise CheckpointError(
+                    f"{path}: the {key} config is not a mapping; the checkpoint was tampered with"
+                )
+            private = sorted(str(k) for k in node if str(k).startswith("_"))
+            if private:
+                raise CheckpointError(
+                    f"{path}: the {key} config holds the private key {key}.{private[0]}; "
+                    "the checkpoint was tampered with"
+                )
+            check_node(node, key)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    if not callable(getattr(dm_cls, "data_spec", None)):
+        raise CheckpointError(
+            f"{path}: datamodule {meta['datamodule']} does not describe its data (no data_spec)"
+        )
+    check_callback_paths(checkpoint, path)
+    return checkpoint
+
+
 def task_class(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> type:
     """The (allowed) lit_dl task class a checkpoint names, without building anything."""
     from lit_dl.tasks.base import Task
@@ -136,21 +210,18 @@ def restore(
     path: str | Path, data_overrides: Mapping[str, Any] | None = None
 ) -> tuple[L.LightningModule, L.LightningDataModule]:
     """Rebuild the task and its datamodule (with fitted preparation) from a checkpoint alone."""
-    checkpoint = migrate(load_checkpoint(path), path)
+    checkpoint = check_checkpoint(load_checkpoint(path), path)
     meta = checkpoint["lit_dl"]
     task_cls = task_class(checkpoint, path)
     dm_cls = import_class(str(meta["datamodule"]), "checkpoint datamodule", L.LightningDataModule)
-    if not callable(getattr(dm_cls, "data_spec", None)):
-        raise CheckpointError(
-            f"{path}: datamodule {meta['datamodule']} does not describe its data (no data_spec)"
-        )
     dm_hparams = {
         **to_plain(dict(meta.get("datamodule_hparams") or {})),
         **to_plain(dict(data_overrides or {})),
     }
-    if any(str(k).startswith("_") for k in dm_hparams):
-        raise CheckpointError(
-            f"{path}: the datamodule config holds a private key; the checkpoint was tampered with"
+    private = sorted(str(k) for k in dm_hparams if str(k).startswith("_"))
+    if private:  # the stored config has none (check_checkpoint): the user's data.* overrides
+        raise ConfigError(
+            f"data.{private[0]} cannot be set: the data's class and its config come from {path}"
         )
     state = datamodule_state(checkpoint, dm_cls)
     if not state:
@@ -161,11 +232,6 @@ def restore(
     datamodule = build({"_target_": class_path(dm_cls), **dm_hparams}, "data", _recursive_=False)
     datamodule.load_state_dict(state)
     hparams = to_plain(dict(checkpoint.get("hyper_parameters") or {}))
-    if any(str(k).startswith("_") for k in hparams):
-        raise CheckpointError(
-            f"{path}: the model config holds a private key; the checkpoint was tampered with"
-        )
-    check_node(hparams, "model")
     try:
         model = build(
             {"_target_": class_path(task_cls), **hparams},

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +28,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
+from lit_dl import runs
+from lit_dl.builder import allow_targets, check_hydra
 from lit_dl.distributed import launch_rank, rank_overrides, relaunch_argv
 from lit_dl.errors import ConfigError, LitDLError
 
@@ -48,6 +50,7 @@ examples:
   lit-dl train trainer.max_epochs=5 logger=wandb logger.wandb.offline=true
   lit-dl train experiment=fashion_gan data.root=DIR  # a GAN; experiment=churn_tvae: synthetic customers
   lit-dl train experiment=churn_mlp trainer=ddp_cpu  # two processes (trainer=ddp: every GPU)
+  lit-dl train resume=auto                          # continue the newest unfinished run, in its folder
   lit-dl train --cfg job                            # print the composed config and exit
 """
 
@@ -90,9 +93,6 @@ VERBS: dict[str, tuple[str, Callable[[DictConfig], Any]]] = {
     "sample": ("sample", _sample),
     "report": ("report", _synthetic_report),
 }
-
-# Hydra writes these into a run directory before the verb starts.
-HYDRA_FILES = {".hydra"}
 
 
 def _one_line(text: str) -> str:
@@ -141,9 +141,12 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
         return  # a multirun sweep: Hydra checks each job itself
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=verb):
         try:
-            compose(config_name, overrides=overrides)
+            composed = compose(config_name, overrides=overrides, return_hydra_config=True)
         except Exception as err:
             raise ConfigError(_explain_compose_error(err, verb)) from None
+        # Hydra builds its callbacks and logging from the config before the verb runs: check them now.
+        allow_targets(composed.get("allow_targets"), replace=True)
+        check_hydra(composed)
         # Text given for a value (not a config-group choice such as data=tabular): compare with the default.
         text_values = [
             o
@@ -163,18 +166,11 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
             _type_errors(reference, text_values)
 
 
-def _discard_failed_run(output_dir: Path, before: set[str]) -> None:
-    """Leave nothing behind that looks like a finished run; never touch checkpoints."""
-    if not output_dir.is_dir() or (output_dir / "checkpoints").exists():
-        return
-    created = set(os.listdir(output_dir)) - before
-    fresh = all(name in HYDRA_FILES or name.endswith(".log") for name in before)
-    if fresh:
-        shutil.rmtree(output_dir, ignore_errors=True)
-        return
-    for name in created:
-        path = output_dir / name
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+def _discard_failed_run(output_dir: Path, before: runs.RunFolder) -> None:
+    """Remove what this process created in its run folder (``before`` knows what it found there, and
+    whether the folder was new); never anything else, and nothing once a checkpoint was written
+    (then ``status.json`` says that the run failed, and why)."""
+    before.discard()
 
 
 def _report(message: str) -> None:
@@ -187,26 +183,38 @@ def run_verb(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a verb; user errors become one line on stderr and exit code 2."""
     _route_lightning_logs()
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    before = set(os.listdir(output_dir)) if output_dir.is_dir() else set()
-    # Only rank zero cleans up: the other processes of a distributed run share its directory.
+    # Only rank zero owns the folder (lock, status.json, clean-up): the other processes of a
+    # distributed run share it. `before`: the claim, and what this process found there (runs.py).
     owner = launch_rank() == 0
+    before = runs.enter(output_dir, cfg, owner=owner)
     try:
-        return function(cfg)
+        with before.recording():  # status.json: completed, or failed and why
+            return function(cfg)
     except LitDLError as err:
         if owner:
             _discard_failed_run(output_dir, before)
+        _traceback_if_verbose()
         _report(str(err))
         sys.exit(2)
     except Exception as err:
-        # Anything else (a bad value a library rejected deep down, or a bug of ours) still gets one
-        # line; HYDRA_FULL_ERROR=1 shows the whole traceback, as with any Hydra application.
+        # Anything else is a bug of ours (or a bad value nothing of ours checked, which a library
+        # rejected deep down): one line too, but exit code 1; LIT_DL_VERBOSE=1 shows the traceback.
         if owner:
             _discard_failed_run(output_dir, before)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+        _traceback_if_verbose()
         first = next((line for line in str(err).splitlines() if line.strip()), "")
-        _report(f"{type(err).__name__}: {first} (HYDRA_FULL_ERROR=1 shows the traceback)")
+        _report(f"{type(err).__name__}: {first} (a bug? {VERBOSE}=1 shows the traceback)")
         sys.exit(1)
+
+
+# Set to 1 to see the traceback behind an `error:` line (Hydra's HYDRA_FULL_ERROR=1 does too).
+VERBOSE = "LIT_DL_VERBOSE"
+
+
+def _traceback_if_verbose() -> None:
+    """The traceback of the error being handled, on stderr, when LIT_DL_VERBOSE=1 or HYDRA_FULL_ERROR=1."""
+    if any(os.environ.get(name) == "1" for name in (VERBOSE, "HYDRA_FULL_ERROR")):
+        traceback.print_exc(file=sys.stderr)
 
 
 def _silence_known_warnings() -> None:
@@ -264,7 +272,11 @@ def main(argv: list[str] | None = None) -> Any:
             _report(str(err))
             sys.exit(2)
     try:
+        # resume=: the run's own overrides, in its folder; then this run's folder fixed and locked
+        # before Hydra writes there (runs.py).
+        overrides = runs.resume_overrides(verb, overrides, config_dir=CONFIG_DIR, config_name=VERBS[verb][0])
         overrides = [*overrides, *rank_overrides(overrides)]
+        overrides = runs.claim_run_dir(verb, overrides, config_dir=CONFIG_DIR, config_name=VERBS[verb][0])
     except ConfigError as err:
         _report(str(err))
         sys.exit(2)
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> Any:
         return entry()
     finally:
         sys.argv = saved_argv
+        runs.release_all()  # (the lock; a folder claimed for a run that never started is removed)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ Three launchers start the processes of a distributed run:
   directory through the job's id (:func:`shared_run_dir`) or an explicit ``hydra.run.dir``.
 
 Whatever the launcher, only global rank zero writes Hydra's ``.hydra/`` folder and log file
-(:func:`rank_overrides`); the verbs write their outputs on rank zero only.
+(:func:`rank_overrides`) and holds the folder (its ``.lock`` and ``status.json``: :mod:`lit_dl.runs`);
+the verbs write their outputs on rank zero only. A job id names the folder, so a job started again
+under the same id (a requeued SLURM job) finds its earlier run there: continue it with ``resume=DIR``.
 """
 
 from __future__ import annotations

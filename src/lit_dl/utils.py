@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def to_plain(value: Any) -> Any:
@@ -57,3 +61,42 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(dict(data), indent=2, sort_keys=True) + "\n")
+
+
+# A text cell starting with one of these is run as a formula by spreadsheets (``=HYPERLINK(...)``,
+# ``@SUM(...)``, ``-2+3+cmd|...``); tab and carriage return hide such a start from the eye.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A plain number written as text (``-5``, ``+1.5e3``) is no formula: it stays as it is.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralize_formula(value: Any) -> Any:
+    """``'`` before a text that a spreadsheet would run as a formula (OWASP's advice); else unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` for a CSV file: formula-like text cells and column names prefixed with ``'``.
+
+    Only text cells change (object, string and category columns); numbers, a negative one
+    included, stay numbers. Every CSV that lit_dl writes goes through here unless the user
+    asks for raw cells (``csv_raw=true``).
+    """
+    import pandas as pd
+
+    frame = frame.copy()
+    frame.columns = [neutralize_formula(name) for name in frame.columns]
+    for i in range(frame.shape[1]):
+        column = frame.iloc[:, i]
+        if pd.api.types.is_object_dtype(column) or isinstance(
+            column.dtype, pd.StringDtype | pd.CategoricalDtype
+        ):
+            frame.isetitem(i, column.astype(object).map(neutralize_formula))
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path, *, raw: bool = False) -> None:
+    """Write ``frame`` as CSV atomically, formula-like text cells neutralised unless ``raw``."""
+    atomic_write_text(path, (frame if raw else neutralize_formulas(frame)).to_csv(index=False))

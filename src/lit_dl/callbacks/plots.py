@@ -6,6 +6,7 @@ Saved as PNG in the run directory and handed to whichever loggers are active
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+log = logging.getLogger(__name__)
 
 
 def log_figure(trainer: L.Trainer, key: str, figure: plt.Figure, path: Path) -> None:
@@ -41,11 +44,14 @@ class ClassificationPlots(L.Callback):
     Args:
         dirpath: folder for the PNG files (default: ``<trainer.default_root_dir>/plots``).
         max_images: test images in the labelled grid.
+        max_classes: more classes than this: no plots, with a warning (a matrix of k x k counts is
+            unreadable long before 1,000 classes, and takes minutes to draw).
     """
 
-    def __init__(self, dirpath: str | None = None, max_images: int = 32) -> None:
+    def __init__(self, dirpath: str | None = None, max_images: int = 32, max_classes: int = 50) -> None:
         self.dirpath = dirpath
         self.max_images = max_images
+        self.max_classes = max_classes
         self.confusion: MulticlassConfusionMatrix | None = None
         self.samples: list[tuple[Tensor, int, int]] = []
 
@@ -53,9 +59,19 @@ class ClassificationPlots(L.Callback):
         return getattr(pl_module, "task_type", None) == "classification"
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._active(pl_module):
-            self.confusion = MulticlassConfusionMatrix(num_classes=pl_module.num_classes).to(pl_module.device)
-            self.samples = []
+        if not self._active(pl_module):
+            return
+        if pl_module.num_classes > self.max_classes:
+            if trainer.is_global_zero:
+                log.warning(
+                    "no confusion matrix or test image plots: %d classes, more than "
+                    "callbacks.plots.max_classes=%d",
+                    pl_module.num_classes,
+                    self.max_classes,
+                )
+            return
+        self.confusion = MulticlassConfusionMatrix(num_classes=pl_module.num_classes).to(pl_module.device)
+        self.samples = []
 
     def on_test_batch_end(
         self,

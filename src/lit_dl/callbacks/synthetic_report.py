@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lit_dl.errors import DataError
 from lit_dl.evaluation.synthetic import build_report, summary_lines, write_report
+from lit_dl.utils import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class SyntheticReport(L.Callback):
         report["sample_seconds"] = sample_seconds
         folder.mkdir(parents=True, exist_ok=True)
         if self.save_sample:
-            synthetic.to_csv(folder / "synthetic.csv", index=False)
+            write_csv(synthetic, folder / "synthetic.csv")  # formula-like text cells neutralised
         path = write_report(report, folder, train, synthetic)
         for line in summary_lines(report):
             log.info(line)

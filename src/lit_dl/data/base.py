@@ -29,7 +29,8 @@ class InMemoryDataModule(L.LightningDataModule):
     """A datamodule whose ``setup`` fills ``self.datasets["train" | "val" | "test"]``.
 
     Each dataset is indexed a whole batch at a time (``__getitems__``); training
-    batches are shuffled with a generator seeded from the run's seed. ``batch_size`` is
+    batches are shuffled in an order set by the run's seed and the epoch (a resumed run sees the
+    batches an uninterrupted one would). ``batch_size`` is
     per process: under DDP Lightning gives each process its share of the training rows
     (``DistributedSampler``), and validation and test rows are shared without repeats
     (:func:`~lit_dl.data.batching.eval_loader`), so metrics cover each row exactly once.
@@ -39,8 +40,9 @@ class InMemoryDataModule(L.LightningDataModule):
     batch_size: int
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return train_loader(self.datasets["train"], self.batch_size, generator, world_size=world(self)[1])
+        # The seed is the run's (seed_everything(seed) sets torch.initial_seed()).
+        seed = torch.initial_seed() % 2**63
+        return train_loader(self.datasets["train"], self.batch_size, seed=seed, world_size=world(self)[1])
 
     def val_dataloader(self) -> DataLoader:
         return eval_loader(self.datasets["val"], self.batch_size, *world(self))

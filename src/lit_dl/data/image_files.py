@@ -16,6 +16,7 @@ import pickle
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,16 +84,60 @@ def write_noise_idx_set(root: Path, n_train: int, n_test: int, seed: int = 0) ->
     return root
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds and nothing else.
+
+    A pickle may name any function for the reader to call (``os.system`` in a ``__reduce__``); a
+    batch is a dict of lists, bytes and one numpy array, so only numpy's array reconstruction is
+    found (and ``_codecs.encode``, with which Python 3 pickles bytes at protocol 2).
+    """
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),  # numpy < 2 (the official files)
+            ("numpy._core.multiarray", "_reconstruct"),  # numpy >= 2
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it would call {module}.{name}, which a CIFAR-10 batch never holds (only numpy arrays "
+                "and lists): the file is not a CIFAR-10 batch or was tampered with"
+            )
+        return super().find_class(module, name)
+
+
+def cifar_entry(batch: Any, key: str) -> Any:
+    """``batch[key]`` of a batch dict whose keys are text (Python 2's files read as latin-1) or bytes."""
+    if not isinstance(batch, dict):
+        raise ValueError(f"it holds a {type(batch).__name__}, not a dict")
+    if key in batch:
+        return batch[key]
+    if key.encode() in batch:
+        return batch[key.encode()]
+    raise KeyError(f"no {key!r} entry")
+
+
 def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 python batch files -> images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)``."""
+    """CIFAR-10 python batch files -> images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)``.
+
+    The official format is a pickled dict; it is read with :class:`CifarUnpickler`, so a batch
+    file is data and cannot run code.
+    """
     images, labels = [], []
     for path in paths:
         try:
             with open(path, "rb") as handle:
-                batch = pickle.load(handle, encoding="latin1")  # the official format is a pickled dict
-            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch["labels"], dtype=np.int64))
-        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+                batch = CifarUnpickler(handle, encoding="latin1").load()
+            images.append(np.asarray(cifar_entry(batch, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(cifar_entry(batch, "labels"), dtype=np.int64))
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
             raise DataError(f"cannot read CIFAR-10 batch file {path}: {err}") from err
     return np.concatenate(images), np.concatenate(labels)
 

@@ -314,6 +314,16 @@ class ImageDataModule(InMemoryDataModule):
         self.datasets = {}
 
 
+def is_image_size(value: Any) -> bool:
+    """``[height, width]``: two whole numbers of pixels, each at least 1."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in value)
+    )
+
+
 def to_arrays(images: np.ndarray, labels: np.ndarray) -> Arrays:
     """numpy images ``(N, H, W)`` or ``(N, C, H, W)`` and labels -> uint8 / int64 tensors ``(N, C, H, W)``."""
     tensor = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy (IDX buffers are read-only)
@@ -470,8 +480,8 @@ class ImageFolderDataModule(ImageDataModule):
     ) -> None:
         if channels not in (1, 3):
             raise DataError(f"data.channels must be 1 or 3, got {channels}")
-        if len(image_size) != 2:
-            raise DataError(f"data.image_size must be [height, width], got {list(image_size)}")
+        if not is_image_size(image_size):
+            raise DataError(f"data.image_size must be [height, width] in pixels, got {image_size!r}")
         super().__init__(**kwargs)
         self.root = Path(root)
         self.image_size = (int(image_size[0]), int(image_size[1]))

@@ -26,6 +26,7 @@ from lit_dl.data.tables import (
     numeric_text_columns,
     parse_numbers,
     read_table,
+    require_file,
     split_frame,
 )
 from lit_dl.errors import DataError
@@ -244,6 +245,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         frame = self._load_clean(self.path)
         splits = self._split(frame)
         if self.test_path:
+            require_file(self.test_path, "data.test_path")
             splits["test"] = self._load_clean(self.test_path)
         if not fitted:
             self.transform = TableTransform.fit(

@@ -404,15 +404,18 @@ def draw_rows(
 ) -> np.ndarray:
     """``n`` transformed rows from ``draw(batch)``, keeping only rows that meet ``condition`` if given.
 
+    Without a condition every draw counts. With one, the model may draw ``max_batches`` batches,
+    or 20 rows per asked row if that is more (a category in 5% of its rows still gives ``n``).
+
     Raises:
         DataError: when the model writes too few rows with the asked category to collect ``n``.
     """
     kept: list[np.ndarray] = []
-    found = 0
-    for _ in range(max_batches):
-        if found >= n:
-            break
-        rows = draw(min(batch_size, max(n - found, 1)) if condition is None else batch_size)
+    found = drawn = 0
+    budget = max(max_batches * batch_size, 20 * n)
+    while found < n and (condition is None or drawn < budget):
+        rows = draw(min(batch_size, n - found) if condition is None else batch_size)
+        drawn += len(rows)
         if condition is not None:
             column, slot = condition
             rows = rows[transform.category_codes(rows)[:, column] == slot]
@@ -423,6 +426,6 @@ def draw_rows(
         spec = transform.discrete[column]
         raise DataError(
             f"the model wrote only {found} rows with {spec['name']}={spec['categories'][slot]} in "
-            f"{max_batches * batch_size} draws; ask for fewer rows or train the model longer"
+            f"{drawn} draws; ask for fewer rows or train the model longer"
         )
     return np.concatenate(kept)[:n] if kept else np.zeros((0, transform.output_dim), np.float32)

@@ -39,15 +39,23 @@ def absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
+def require_file(path: str | Path, key: str) -> None:
+    """A one-line error naming the config ``key`` when ``path`` is not a file (e.g. ``data.test_path``)."""
+    if not Path(path).is_file():
+        what = "is a folder, not a file" if Path(path).is_dir() else "file not found"
+        raise DataError(f"{key} {what}: {path} (check {key})")
+
+
 def read_table(
     path: str | Path | None,
     column_names: Sequence[str] | None = None,
     na_values: Sequence[str] = DEFAULT_NA_VALUES,
 ) -> pd.DataFrame:
-    """Read a CSV (any delimiter pandas can sniff: , ; tab) or Parquet file into a DataFrame.
+    """Read a CSV (delimited by comma, semicolon, tab or ``|``) or Parquet file into a DataFrame.
 
     ``column_names`` names the columns of a file without a header row; no ``path`` is the
-    one-line error that ``data.path`` is not set.
+    one-line error that ``data.path`` is not set. Column names are stripped of surrounding
+    blanks and must be unique.
     """
     if not path:
         raise DataError(
@@ -66,9 +74,12 @@ def read_table(
             if column_names:
                 frame.columns = list(column_names)
         else:
+            header, delimiter = sniff_header(path)
+            if not column_names:
+                check_unique(next(csv.reader([header], delimiter=delimiter), []), path)
             frame = pd.read_csv(
                 path,
-                sep=None,  # sniffed: comma, semicolon, tab, ...
+                sep=delimiter,
                 engine="python",
                 header=None if column_names else "infer",
                 names=list(column_names) if column_names else None,
@@ -80,12 +91,64 @@ def read_table(
             )
     except pd.errors.EmptyDataError as err:
         raise DataError(f"data file is empty: {path}") from err
-    except (pd.errors.ParserError, csv.Error, UnicodeDecodeError, OSError, ValueError) as err:
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"cannot read {path}: it is not UTF-8 text ({err.reason} at byte {err.start}); "
+            "save it as UTF-8 CSV (or Parquet)"
+        ) from err
+    except (pd.errors.ParserError, csv.Error, OSError, ValueError) as err:
         raise DataError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
     if frame.empty:
         raise DataError(f"data file has no rows: {path}")
     frame.columns = [str(c).strip() for c in frame.columns]
+    check_unique(list(frame.columns), path)
+    if frame.shape[1] == 1 and not column_names:
+        check_one_column(frame, path)
     return frame
+
+
+# Delimiters a CSV file may use; a header line with none of them is a file of one column.
+DELIMITERS = ",;\t|"
+# Characters that, found as often in every row as in the header of a one-column file, delimit it.
+OTHER_DELIMITERS = {":": "a colon", " ": "spaces", "~": "a tilde", "^": "a caret", "#": "a hash sign"}
+
+
+def sniff_header(path: Path) -> tuple[str, str]:
+    """The header line of a CSV file and its delimiter: comma, semicolon, tab or ``|`` (comma if none).
+
+    Only these are tried: left to itself, the sniffer takes a letter or a decimal point that happens
+    to recur in the header (``churn`` split at ``u``).
+    """
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        header = handle.readline(1 << 20)
+    try:
+        return header, csv.Sniffer().sniff(header, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return header, ","
+
+
+def check_unique(names: Sequence[Any], path: Path) -> None:
+    """Column names, stripped of blanks, must differ: ``data.features=[x]`` would be ambiguous."""
+    stripped = [str(n).strip() for n in names]
+    repeated = sorted({n for n in stripped if stripped.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"{path} has duplicate column name(s) {', '.join(map(repr, repeated))} "
+            "(after stripping blanks): rename them so that every column has its own name"
+        )
+
+
+def check_one_column(frame: pd.DataFrame, path: Path) -> None:
+    """A one-column table whose header and rows all hold a character equally often is delimited by it."""
+    name = str(frame.columns[0])
+    rows = frame.iloc[:20, 0].astype(str).tolist()
+    for char, words in OTHER_DELIMITERS.items():
+        count = name.count(char)
+        if count and all(row.count(char) == count for row in rows):
+            raise DataError(
+                f"{path} was read as one column {name!r}: it looks delimited by {words}; lit_dl reads "
+                "files delimited by commas, semicolons, tabs or | (save it as CSV)"
+            )
 
 
 def clean_frame(frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUES) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from lit_dl.data.tables import (
     numeric_text_columns,
     parse_numbers,
     read_table,
+    require_file,
     split_frame,
 )
 from lit_dl.errors import DataError
@@ -253,6 +254,7 @@ class TabularDataModule(InMemoryDataModule):
             self.fit_target(frame[self.target_columns])
         splits = self._split(frame, self.stratify_labels(frame[self.target_columns]))
         if self.test_path:
+            require_file(self.test_path, "data.test_path")
             splits["test"] = self._load_clean(self.test_path)
         if not fitted:
             self._fit_features(splits["train"], columns)
@@ -283,6 +285,11 @@ class TabularDataModule(InMemoryDataModule):
             log.warning("ignoring column(s) with no numbers in the training split: %s", ", ".join(empty))
             numeric = [c for c in numeric if c not in empty]
         categorical = [c for c in columns if c not in numeric and c not in empty]
+        if not numeric and not categorical:
+            raise DataError(
+                f"no feature to learn from: column(s) {', '.join(map(repr, empty))} have no values in the "
+                "training split; check data.features and data.drop"
+            )
         for col in columns:
             if col not in empty and looks_like_id(train[col], categorical=col in categorical):
                 log.warning(

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 FillMethod = Literal["ffill", "interpolate"]
 # Column names pandas assembles into a date (data.time_column=[year,month,day,hour]).
 DATE_PARTS = {"year", "month", "day", "hour", "minute", "second"}
+# A series put on its grid may have at most this many times its rows: more is not gaps but a wrong
+# time stamp (a year 9999 among daily dates), and filling the grid would make millions of rows.
+MAX_GRID_FACTOR = 10
 
 
 @dataclass
@@ -112,7 +115,12 @@ def calendar_grid(index: pd.DatetimeIndex) -> tuple[str, pd.DatetimeIndex] | Non
     month also defeats a fixed step. The grid must not be mostly gaps (at most twice the rows).
     """
     weekly = f"W-{index[0].day_name()[:3].upper()}"
-    for freq in ("MS", "ME", "QS", "QE", "YS", "YE", weekly):
+    span = index[-1] - index[0]
+    # (frequency, its longest step in days): a span of more than twice the rows of those steps is
+    # skipped unmade (a stamp in year 9999 would make pandas generate millions of them, slowly).
+    for freq, days in (("MS", 31), ("ME", 31), ("QS", 92), ("QE", 92), ("YS", 366), ("YE", 366), (weekly, 7)):
+        if span / pd.Timedelta(days=days) > 2 * len(index):
+            continue
         grid = pd.date_range(index[0], index[-1], freq=freq)
         if len(grid) and len(grid) <= 2 * len(index) and index.isin(grid).all():
             return freq, grid
@@ -149,6 +157,14 @@ def regular_grid(frame: pd.DataFrame, kind: str) -> GridSeries:
     if np.allclose(ratios, whole):
         positions = np.concatenate([[0], np.cumsum(whole)])  # each row's step number on the grid
         count = int(positions[-1]) + 1
+        if count > MAX_GRID_FACTOR * len(frame):
+            i = int(np.argmax(whole))
+            first, last, size = (str(v).removesuffix(" 00:00:00") for v in (*frame.index[i : i + 2], step))
+            raise DataError(
+                f"the {len(frame)} time stamps span {count:,} steps of {size}, over {MAX_GRID_FACTOR} times "
+                f"as many (gaps are filled as missing rows); the largest gap runs from {first} to {last}: "
+                "is one of them a wrong time stamp? fix or drop that row"
+            )
         if count > len(frame):
             log.warning(
                 "the series has %d missing time steps (gaps in its time column); they are filled "

@@ -31,10 +31,11 @@ from torchmetrics import MeanMetric
 from lit_dl.builder import build, build_partial
 from lit_dl.compat import trainer_or_none
 from lit_dl.data.spec import DataSpec
-from lit_dl.errors import ConfigError
+from lit_dl.errors import CheckpointError, ConfigError
 from lit_dl.utils import to_plain
 
 STAGES = ("train", "val", "test")
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # A model for each kind of problem, named in the error when a task meets data it cannot model.
 EXAMPLE_MODEL = {
     "classification": "mlp_classifier",
@@ -146,6 +147,26 @@ class Task(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return self.with_scheduler(self.build_optimizer("optimizer", self.parameters()))
 
+    # ------------------------------------------------------------ checks Lightning calls
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Refuse a training batch of one row when the network has batch norm (it cannot train on one)."""
+        if (
+            batch_idx == 0
+            and batch_rows(batch) == 1
+            and any(isinstance(m, BATCH_NORMS) for m in self.modules())
+        ):
+            raise ConfigError(
+                "a training batch of 1 row: the network's batch norm needs at least 2; set data.batch_size "
+                "to 2 or more (or use a network without batch norm)"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line, weights that do not fit this task (``ckpt_path=`` of another model).
+
+        Lightning calls this before it loads the weights when a run resumes.
+        """
+        check_weights(self, checkpoint)
+
     # ------------------------------------------------------------ logging
     def log_mean(
         self, name: str, value: Tensor, batch_size: int, on_step: bool = False, prog_bar: bool = False
@@ -185,6 +206,42 @@ class Task(L.LightningModule):
     def summarize(self, metrics: dict[str, float]) -> str | None:
         """A sentence about the final metrics printed after the table (e.g. a baseline comparison)."""
         return None
+
+
+def batch_rows(batch: Any) -> int | None:
+    """Rows of a batch: the length of its first tensor (None when it has none)."""
+    first = batch
+    while isinstance(first, list | tuple | Mapping) and len(first):
+        first = next(iter(first.values())) if isinstance(first, Mapping) else first[0]
+    return len(first) if isinstance(first, Tensor) and first.ndim else None
+
+
+def check_weights(task: L.LightningModule, checkpoint: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` when a checkpoint's weights lack, add or resize ``task``'s tensors."""
+    stored = checkpoint.get("state_dict") or {}
+    own = task.state_dict()
+    resized = [k for k in own if k in stored and tuple(getattr(stored[k], "shape", ())) != own[k].shape]
+    missing = [k for k in own if k not in stored] if task.strict_loading else []
+    extra = [k for k in stored if k not in own] if task.strict_loading else []
+    if not (resized or missing or extra):
+        return
+    name = type(task).__name__
+    meta = checkpoint.get("lit_dl")
+    stored_task = str(meta.get("task", "")).rpartition(".")[2] if isinstance(meta, Mapping) else ""
+    if stored_task and stored_task != name:
+        raise CheckpointError(
+            f"the checkpoint holds a {stored_task}, this run builds a {name}: resume (ckpt_path=) only with "
+            "the model and data config the checkpoint was trained with, or leave ckpt_path unset"
+        )
+    if resized:
+        k = resized[0]
+        detail = f"{k} is {list(getattr(stored[k], 'shape', ()))} there, {list(own[k].shape)} here"
+    else:
+        detail = f"it lacks {missing[0]}" if missing else f"it has an unknown {extra[0]}"
+    raise CheckpointError(
+        f"the checkpoint's weights do not fit this {name} ({detail}): resume with the model config it "
+        "was trained with (its run's config.yaml), or leave ckpt_path unset"
+    )
 
 
 def softmax_or_sigmoid(logits: Tensor) -> Tensor:

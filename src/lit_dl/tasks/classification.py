@@ -60,7 +60,10 @@ class ClassificationTask(SupervisedTask):
         super().check_data(spec)
         assert spec is not None
         if spec.num_classes < 2:
-            raise ConfigError(f"a classifier needs at least 2 classes, got {spec.classes}")
+            raise ConfigError(
+                f"a classifier needs at least 2 classes, the data has {spec.classes}: give it labelled "
+                "examples of another class (images: one sub-folder of data.root per class)"
+            )
         if spec.anomaly_classes:
             raise ConfigError(
                 "data.exclude_classes is for generative models (a VAE scores the held-out classes as "

@@ -160,6 +160,7 @@ class ImageGenerativeTask(GenerativeTask):
         ``condition``: a class name or index (class-conditional models).
         """
         self.check_options(options)
+        n = check_count(n, MAX_IMAGES, "images")
         labels = self.condition_labels(condition, n)
         images = [
             self.generate(
@@ -170,11 +171,27 @@ class ImageGenerativeTask(GenerativeTask):
         return torch.cat(images).cpu()
 
 
-def check_rows(n: Any) -> int:
-    """``n`` as a positive number of rows, or a one-line error."""
+# The most samples one `lit-dl sample` call makes: every one is held in memory until written, and a
+# larger n is more often an extra zero than a wish (sample again with another seed for more).
+MAX_IMAGES = 100_000
+MAX_ROWS = 10_000_000
+
+
+def check_count(n: Any, limit: int, what: str) -> int:
+    """``n`` as a positive number of samples up to ``limit``, or a one-line error naming the bound."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"n must be a positive integer (rows to generate), got {n!r}")
+        raise ConfigError(f"n must be a positive integer ({what} to generate), got {n!r}")
+    if n > limit:
+        raise ConfigError(
+            f"n={n:,} {what} is more than one call makes (at most {limit:,}): sample in several calls "
+            "with different seeds (seed=1, seed=2, ...)"
+        )
     return n
+
+
+def check_rows(n: Any) -> int:
+    """``n`` as a positive number of table rows (at most :data:`MAX_ROWS`), or a one-line error."""
+    return check_count(n, MAX_ROWS, "rows")
 
 
 class TableGenerativeTask(GenerativeTask):
@@ -290,6 +307,7 @@ __all__ = [
     "ImageGenerativeTask",
     "SampleSource",
     "TableGenerativeTask",
+    "check_count",
     "check_rows",
     "draw_categories",
 ]

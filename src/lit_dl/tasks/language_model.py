@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 State = Tensor | tuple[Tensor, ...]
 UNKNOWN_PROMPT_CHARS = ("replace", "error")
+# The most characters one `lit-dl sample` call writes (n texts x length): all are held in memory.
+MAX_SAMPLE_CHARS = 10_000_000
 
 
 class BitsPerCharacter(MeanMetric):
@@ -218,6 +220,11 @@ class LanguageModelTask(SupervisedTask):
             raise ConfigError(f"length must be a non-negative integer, got {length!r}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
+        if n * length > MAX_SAMPLE_CHARS:
+            raise ConfigError(
+                f"n={n:,} texts of length={length:,} are {n * length:,} characters, more than one call "
+                f"writes (at most {MAX_SAMPLE_CHARS:,}): ask for fewer or shorter texts"
+            )
         if not isinstance(temperature, int | float) or not math.isfinite(temperature) or temperature < 0:
             raise ConfigError(f"temperature must be a number >= 0, got {temperature!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):

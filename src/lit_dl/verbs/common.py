@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lit_dl.builder import allow_targets, build, import_class
-from lit_dl.checkpoints import load_checkpoint, restore
+from lit_dl.checkpoints import check_checkpoint, restore
+from lit_dl.checkpoints import load_checkpoint as read_checkpoint
 from lit_dl.data.spec import DataSource
 from lit_dl.errors import ConfigError
 from lit_dl.tasks.base import Task
@@ -29,12 +31,14 @@ __all__ = [
     "build_datamodule",
     "build_loggers",
     "build_task",
+    "check_output",
     "check_required",
     "load_checkpoint",
     "print_metrics",
     "restore_from_checkpoint",
     "scalar_metrics",
     "start",
+    "write_run_config",
     "write_run_outputs",
 ]
 
@@ -47,6 +51,61 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigError(
             f"required config key(s) not set: {', '.join(missing)} (set them, e.g. {example}=...)"
         )
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (also through a link, or spelled differently)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_output(
+    output: str | Path,
+    *,
+    suffixes: Iterable[str],
+    what: str,
+    overwrite: bool,
+    inputs: Mapping[str, Any] | None = None,
+    key: str = "output",
+) -> Path:
+    """Refuse, in one line and before any work, an output that would destroy something of the user's.
+
+    The suffix must be one of ``suffixes`` (the kinds of file ``what`` is written as); a file that
+    exists is replaced only with ``overwrite=true``; an input (``inputs``: key -> path, e.g. the
+    checkpoint) is never written over, whatever ``overwrite`` says. Returns the absolute path
+    (a relative one is taken from the working directory).
+    """
+    path = Path(str(output))
+    suffixes = tuple(suffixes)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(
+            f"{key}={output} : {what} are written as {', '.join(suffixes)}; "
+            "name a file with one of these suffixes"
+        )
+    if path.is_dir():
+        raise ConfigError(
+            f"{key}={output} is a folder: name a file in it, e.g. {key}={path / ('out' + suffixes[0])}"
+        )
+    for name, source in (inputs or {}).items():
+        if source is not None and str(source) and same_file(path, str(source)):
+            raise ConfigError(
+                f"{key}={output} is the {name} file: lit-dl never writes over its inputs (also not with "
+                f"overwrite=true); choose another {key}="
+            )
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{key}={output} exists: add overwrite=true to replace it, or choose another {key}="
+        )
+    return path.absolute()
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint handed to a verb (``ckpt_path=``), checked before anything loads it: plain data
+    only (``weights_only``), allowed classes and config entries, callback paths in their folder
+    (:func:`~lit_dl.checkpoints.check_checkpoint`). Returned migrated to the current format."""
+    return check_checkpoint(read_checkpoint(path), path)
 
 
 def start(cfg: DictConfig) -> None:
@@ -108,8 +167,16 @@ def print_metrics(metrics: Mapping[str, float], title: str) -> None:
     Console().print(table)
 
 
+def write_run_config(output_dir: str | Path, cfg: DictConfig) -> None:
+    """``config.yaml``: the resolved config (``train`` writes it first: ``resume=`` checks against it)."""
+    atomic_write_text(Path(output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
 def write_run_outputs(output_dir: str | Path, cfg: DictConfig, metrics: Mapping[str, float]) -> None:
-    """``config.yaml`` (resolved) and ``metrics.json``; metrics last, as the mark of a finished run."""
+    """``config.yaml`` (resolved) and ``metrics.json``, written by a run that completed, and last.
+
+    (``status.json``, written by the CLI, says whether the run completed; see :mod:`lit_dl.runs`.)
+    """
     output_dir = Path(output_dir)
-    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(output_dir, cfg)
     write_json(output_dir / "metrics.json", metrics)

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from lit_dl.data.batching import batch_loader
 from lit_dl.data.spec import PredictionSource
 from lit_dl.errors import ConfigError
-from lit_dl.utils import atomic_write_text
-from lit_dl.verbs.common import build, restore_from_checkpoint, start
+from lit_dl.utils import atomic_write, atomic_write_text, write_csv
+from lit_dl.verbs.common import build, check_output, restore_from_checkpoint, start
 
 
 def prediction_frame(ids: pd.DataFrame, outputs: torch.Tensor, model: Any) -> pd.DataFrame:
@@ -29,23 +29,28 @@ def prediction_frame(ids: pd.DataFrame, outputs: torch.Tensor, model: Any) -> pd
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``.csv`` or ``.parquet`` so a reader never sees a half-written file."""
+def write_table(frame: pd.DataFrame, path: Path, *, csv_raw: bool = False) -> None:
+    """Write ``.csv`` or ``.parquet`` so a reader never sees a half-written file.
+
+    In a CSV, text cells a spreadsheet would run as a formula (``=...``) get a leading ``'``
+    unless ``csv_raw`` (:func:`lit_dl.utils.neutralize_formulas`).
+    """
     if path.suffix.lower() == ".parquet":
-        tmp = path.with_name(f".{path.name}.tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        atomic_write_text(path, frame.to_csv(index=False))
+        write_csv(frame, path, raw=csv_raw)
 
 
 def predict(cfg: DictConfig) -> Path:
     """Predict every row of ``cfg.input`` and write ``cfg.output``; return the output path."""
     start(cfg)
-    output = Path(cfg.output)
-    if output.suffix.lower() not in TABLE_SUFFIXES:
-        raise ConfigError(f"output must end in .csv or .parquet, got {output}")
+    output = check_output(
+        cfg.output,
+        suffixes=TABLE_SUFFIXES,
+        what="predictions",
+        overwrite=bool(cfg.get("overwrite", False)),
+        inputs={"input": cfg.input, "ckpt_path": cfg.ckpt_path},
+    )
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size}")
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path)
@@ -66,7 +71,7 @@ def predict(cfg: DictConfig) -> Path:
     batches = trainer.predict(model, dataloaders=batch_loader(dataset, int(cfg.batch_size), shuffle=False))
     outputs = torch.cat([b.float().cpu() for b in batches])
     if trainer.is_global_zero:
-        write_table(prediction_frame(ids, outputs, model), output)
+        write_table(prediction_frame(ids, outputs, model), output, csv_raw=bool(cfg.get("csv_raw", False)))
         atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         print(f"wrote {len(ids)} predictions to {output}")
     return output

@@ -12,7 +12,10 @@ from lit_dl.data.tables import as_list, clean_frame, numeric_text_columns, parse
 from lit_dl.errors import ConfigError, DataError
 from lit_dl.evaluation.synthetic import build_report, summary_lines, write_report
 from lit_dl.utils import to_plain
-from lit_dl.verbs.common import check_required
+from lit_dl.verbs.common import check_required, same_file
+
+# What write_report puts in output_dir.
+REPORT_FILES = ("report.md", "report.json", "plots")
 
 
 def load(path: str, column_names: list[str] | None, na_values: list[str], key: str) -> pd.DataFrame:
@@ -31,9 +34,33 @@ def align_labels(frame: pd.DataFrame, reference: pd.DataFrame, target: str) -> p
     return frame
 
 
+def check_output_dir(cfg: DictConfig) -> Path:
+    """``output_dir`` (absolute), refused in one line if a report there would replace the user's files:
+    an earlier report (unless ``overwrite=true``) or one of the input tables (always)."""
+    folder = Path(str(cfg.output_dir))
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output_dir={cfg.output_dir} is a file: name a folder for the report")
+    for key in ("real", "synthetic", "holdout"):
+        source = cfg.get(key)
+        for name in REPORT_FILES[:2]:
+            if source and same_file(folder / name, str(source)):
+                raise ConfigError(
+                    f"output_dir={cfg.output_dir} would write {name} over the {key} file; "
+                    "choose another output_dir="
+                )
+    found = [name for name in REPORT_FILES if (folder / name).exists()]
+    if found and not cfg.get("overwrite", False):
+        raise ConfigError(
+            f"output_dir={cfg.output_dir} already holds a report ({', '.join(found)}): add overwrite=true to "
+            "replace it, or choose another output_dir="
+        )
+    return folder.absolute()
+
+
 def report(cfg: DictConfig) -> dict[str, Any]:
     """Compare ``cfg.synthetic`` with real rows; write report.json, report.md and plots in ``output_dir``."""
     check_required(cfg)
+    output_dir = check_output_dir(cfg)
     na_values = [str(v) for v in cfg.na_values]
     names = as_list("column_names", to_plain(cfg.column_names)) or None
     real = load(cfg.real, names, na_values, "real")
@@ -62,7 +89,7 @@ def report(cfg: DictConfig) -> dict[str, Any]:
         ignore=as_list("drop", to_plain(cfg.drop)),
         seed=int(cfg.seed),
     )
-    path = write_report(result, cfg.output_dir, real, synthetic)
+    path = write_report(result, output_dir, real, synthetic)
     for line in summary_lines(result):
         print(line)
     if holdout is None:

@@ -13,10 +13,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
-from lit_dl.checkpoints import load_checkpoint, task_class
+from lit_dl.checkpoints import task_class
 from lit_dl.errors import ConfigError
-from lit_dl.utils import atomic_write, atomic_write_text, to_plain
-from lit_dl.verbs.common import restore_from_checkpoint, start
+from lit_dl.utils import atomic_write, atomic_write_text, to_plain, write_csv
+from lit_dl.verbs.common import check_output, load_checkpoint, restore_from_checkpoint, start
 
 # Options of configs/sample.yaml handed to the task's ``sample`` method when it takes them;
 # a task passes over the ones that do not apply to it (a prompt means nothing to an image GAN).
@@ -47,20 +47,30 @@ def format_samples(samples: list[str], prompt: str) -> str:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TABLE_SUFFIXES = (".csv", ".parquet")
+# The files each kind of sample is written as (the first is the default, samples<suffix>). Text only
+# as .txt: a README.md or a suffix-less script of the user's is no place for samples.
+OUTPUT_SUFFIXES = {"images": (*IMAGE_SUFFIXES, ".pt"), "tables": TABLE_SUFFIXES, "texts": (".txt",)}
 
 
-def default_output(samples: Any) -> str:
-    if isinstance(samples, torch.Tensor):
-        return "samples.png"
-    if isinstance(samples, pd.DataFrame):
-        return "samples.csv"
-    return "samples.txt"
+def sample_kind(samples_or_task: Any) -> str | None:
+    """``images``, ``tables`` or ``texts``: what a task class samples (None: not known before it
+    samples) or what a batch of samples is."""
+    from lit_dl.tasks.generative import ImageGenerativeTask, TableGenerativeTask
+    from lit_dl.tasks.language_model import LanguageModelTask
+
+    if isinstance(samples_or_task, type):
+        kinds = {ImageGenerativeTask: "images", TableGenerativeTask: "tables", LanguageModelTask: "texts"}
+        return next((kind for cls, kind in kinds.items() if issubclass(samples_or_task, cls)), None)
+    if isinstance(samples_or_task, torch.Tensor):
+        return "images"
+    return "tables" if isinstance(samples_or_task, pd.DataFrame) else "texts"
 
 
-def write_samples(samples: Any, output: Path, prompt: str = "") -> str:
+def write_samples(samples: Any, output: Path, prompt: str = "", csv_raw: bool = False) -> str:
     """Write texts, images (a grid, or the raw tensor as ``.pt``) or a table by ``output``'s suffix.
 
-    Returns what to print: the text itself, or a line saying what was written.
+    Returns what to print: the text itself, or a line saying what was written. A table's text
+    cells that a spreadsheet would run as a formula get a leading ``'`` in a CSV unless ``csv_raw``.
     """
     suffix = output.suffix.lower()
     if isinstance(samples, torch.Tensor):
@@ -79,13 +89,13 @@ def write_samples(samples: Any, output: Path, prompt: str = "") -> str:
         return f"{len(samples)} images of shape {list(samples.shape[1:])}"
     if isinstance(samples, pd.DataFrame):
         if suffix == ".csv":
-            atomic_write(output, lambda tmp: samples.to_csv(tmp, index=False))
+            write_csv(samples, output, raw=csv_raw)
         elif suffix == ".parquet":
             atomic_write(output, lambda tmp: samples.to_parquet(tmp, index=False))
         else:
             raise ConfigError(f"output={output} : tables are written as .csv or .parquet")
         return f"{len(samples)} rows x {samples.shape[1]} columns"
-    if suffix not in (".txt", ".md", ""):
+    if suffix != ".txt":
         raise ConfigError(f"output={output} : text samples are written as .txt")
     text = format_samples(samples, prompt)
     atomic_write_text(output, text)
@@ -112,13 +122,29 @@ def sample(cfg: DictConfig) -> Any:
             "sample needs a generative model, e.g. experiment=digits_vae or text_lstm "
             "(use lit-dl predict or eval)"
         )
+    # The output is checked before any work where the task says what it samples; else once it has.
+    kind = sample_kind(task_cls)
+    output = check_sample_output(cfg, kind) if kind or cfg.output else None
     model, _ = restore_from_checkpoint(cfg.ckpt_path)
     sampler = model.sample
     options = sampling_options(sampler, cfg)
     generator = torch.Generator().manual_seed(int(cfg.seed))
     samples = sampler(generator=generator, **options)
-    output = Path(cfg.output or Path(cfg.paths.output_dir) / default_output(samples))
-    what = write_samples(samples, output, options.get("prompt", ""))
+    if output is None or kind is None:
+        output = check_sample_output(cfg, sample_kind(samples))
+    what = write_samples(samples, output, options.get("prompt", ""), csv_raw=bool(cfg.get("csv_raw", False)))
     atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"wrote {what} to {output}")
     return samples
+
+
+def check_sample_output(cfg: DictConfig, kind: str | None) -> Path:
+    """The absolute output path for samples of ``kind`` (None: not known yet), by :func:`check_output`."""
+    suffixes = OUTPUT_SUFFIXES[kind] if kind else tuple(s for k in OUTPUT_SUFFIXES.values() for s in k)
+    return check_output(
+        cfg.output or Path(cfg.paths.output_dir) / f"samples{suffixes[0]}",
+        suffixes=suffixes,
+        what={"texts": "text samples", None: "samples"}.get(kind, kind),
+        overwrite=bool(cfg.get("overwrite", False)),
+        inputs={"ckpt_path": cfg.ckpt_path},
+    )

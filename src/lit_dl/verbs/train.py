@@ -1,14 +1,27 @@
-"""``lit-dl train``: fit, test the best checkpoint, write the run's outputs."""
+"""``lit-dl train``: fit, test the best checkpoint, write the run's outputs.
+
+``lit-dl train resume=auto|DIR`` continues a run in its own folder: the CLI turns it into the run's
+own overrides, ``ckpt_path=<its newest checkpoint>`` and ``hydra.run.dir=DIR`` (:mod:`lit_dl.runs`);
+here the checkpoint restores everything the run had (:class:`~lit_dl.callbacks.run_state.RunState`).
+"""
 
 from __future__ import annotations
 
 import logging
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from lit_dl.callbacks.checkpoint_io import remove_partial_files
+from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
-from lit_dl.distributed import check_launch
+from lit_dl.distributed import check_launch, launch_rank
+from lit_dl.errors import ConfigError
+from lit_dl.runs import check_resumed_config
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
     build,
@@ -20,15 +33,23 @@ from lit_dl.verbs.common import (
     print_metrics,
     scalar_metrics,
     start,
+    write_run_config,
     write_run_outputs,
 )
 
 log = logging.getLogger(__name__)
 
+# The W&B run id of a run, kept in its folder so that a resumed run continues the same W&B run.
+WANDB_ID_FILE = "wandb_run_id.txt"
+
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured model; return the final metrics (also written to ``metrics.json``)."""
     start(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    resuming = bool(cfg.get("resume"))
+    if resuming:
+        check_resume(cfg, output_dir)
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # fail early, and in one line, on a missing or corrupted file
     L.seed_everything(cfg.seed, workers=True)
@@ -39,30 +60,37 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     model = build_task(cfg.model, datamodule)
 
-    loggers = build_loggers(cfg.get("logger"))
-    callbacks = [*build_callbacks(cfg.get("callbacks")), CheckpointMetadata()]
-    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    loggers = build_loggers(logger_config(cfg, output_dir, resuming))
+    # Always added: checkpoint metadata (eval/predict/sample rebuild the run from it) and what a
+    # resumed run needs besides Lightning's own state (generators, the log's length).
+    callbacks = [*build_callbacks(cfg.get("callbacks")), CheckpointMetadata(), RunState()]
+    # Checkpoints written whole or not at all (configs: checkpoint_io).
+    plugins = {"plugins": [build(cfg.checkpoint_io, "checkpoint_io")]} if cfg.get("checkpoint_io") else {}
+    trainer: L.Trainer = build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
+    )
     check_launch(trainer, "train")
+    if launch_rank() == 0:
+        write_run_config(output_dir, cfg)  # first: resume= checks the config it resumes with against it
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
 
     # Validate and test the best checkpoint, so every number in metrics.json describes one model.
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best:
-        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
         metrics = scalar_metrics(trainer.callback_metrics)
     else:
         log.warning("no best checkpoint (checkpointing off?): the metrics are those of the last weights")
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
     if trainer.is_global_zero:
-        output_dir = cfg.paths.output_dir
         write_run_outputs(output_dir, cfg, metrics)
         test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print_metrics(
@@ -76,3 +104,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
             print(summary)
         print(f"output directory: {output_dir}")
     return metrics
+
+
+def check_resume(cfg: DictConfig, output_dir: Path) -> None:
+    """A resume continues the run in its own folder, with its own config; clears cut-off checkpoint writes."""
+    if Path(str(cfg.resume)).resolve() != output_dir.resolve():
+        raise ConfigError(
+            f"resume={cfg.resume} runs in {output_dir}: give resume= on the command line "
+            "(lit-dl train resume=DIR), where it also chooses the run folder"
+        )
+    check_resumed_config(cfg, output_dir)
+    # (Lightning warns that checkpoints/ is not empty: in place, that is the point.)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    if launch_rank() == 0:
+        for path in remove_partial_files(output_dir / "checkpoints"):
+            log.info("removed %s: a checkpoint write the stopped run did not finish", path.name)
+
+
+def logger_config(cfg: DictConfig, output_dir: Path, resuming: bool) -> dict[str, Any] | None:
+    """The ``logger`` entries; a W&B logger gets the run's W&B id (kept in the run folder), and a
+    resumed run continues that W&B run (``resume="allow"``)."""
+    node = cfg.get("logger")
+    if not node:
+        return None
+    entries: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
+    for entry in entries.values():
+        if not isinstance(entry, dict) or not str(entry.get("_target_", "")).endswith("WandbLogger"):
+            continue
+        path = output_dir / WANDB_ID_FILE
+        known = path.read_text().strip() if resuming and path.is_file() else ""
+        entry["id"] = entry.get("id") or known or secrets.token_hex(4)
+        if resuming:
+            entry["resume"] = "allow"
+        if launch_rank() == 0:
+            path.write_text(f"{entry['id']}\n")
+    return entries

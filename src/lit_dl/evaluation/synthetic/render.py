@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from lit_dl.evaluation.synthetic.fidelity import as_categories
 from lit_dl.utils import atomic_write_text, write_json
 
 MAX_PLOTS = 40
+# Characters of a column name kept in its plot's file name (a file name has at most 255 bytes).
+MAX_STEM = 80
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -146,6 +149,15 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def plot_stem(name: str, taken: set[str]) -> str:
+    """A file name (without suffix) for a column's plot: its letters, digits, - and _, at most
+    :data:`MAX_STEM` of them; a long name, or one that another column's stem already took, ends in a hash."""
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(name))
+    if len(stem) > MAX_STEM or stem in taken:
+        stem = f"{stem[:MAX_STEM]}_{hashlib.sha256(str(name).encode()).hexdigest()[:8]}"
+    return stem
+
+
 def plot_columns(
     real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, str], folder: Path, max_categories: int = 20
 ) -> dict[str, str]:
@@ -179,7 +191,7 @@ def plot_columns(
             ax.set_xticks(x, [str(t)[:18] for t in top], rotation=60, ha="right", fontsize=7)
         ax.set_title(name)
         ax.legend(fontsize=8)
-        file = f"{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in name)}.png"
+        file = f"{plot_stem(name, {Path(f).stem for f in written.values()})}.png"
         figure.savefig(folder / file, dpi=90, bbox_inches="tight")
         plt.close(figure)
         written[name] = f"plots/{file}"
