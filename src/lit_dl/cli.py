@@ -139,11 +139,11 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
         raise ConfigError(f"cannot parse the overrides: {_one_line(err)}") from None
     if any(o.is_sweep_override() for o in parsed):
         return  # a multirun sweep: Hydra checks each job itself
+    try:
+        composed = runs.compose_job(CONFIG_DIR, config_name, overrides)
+    except Exception as err:
+        raise ConfigError(_explain_compose_error(err, verb)) from None
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name=verb):
-        try:
-            composed = compose(config_name, overrides=overrides, return_hydra_config=True)
-        except Exception as err:
-            raise ConfigError(_explain_compose_error(err, verb)) from None
         # Hydra builds its callbacks and logging from the config before the verb runs: check them now.
         allow_targets(composed.get("allow_targets"), replace=True)
         check_hydra(composed)
@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> Any:
         print(USAGE)
         return None
     verb, overrides = args[0], args[1:]
+    runs.forget_compositions()  # config files may have changed since the last command in this process
     if verb in ("eval", "predict", "sample"):
         # The data config comes from the checkpoint; data.KEY=VALUE changes one of its keys.
         overrides = [f"++{o}" if o.startswith("data.") else o for o in overrides]
