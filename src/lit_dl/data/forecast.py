@@ -38,6 +38,7 @@ from lit_dl.data.tables import (
     numeric_text_columns,
     parse_numbers,
     read_table,
+    require_columns,
 )
 from lit_dl.data.time_index import FillMethod, GridSeries, fill_missing, parse_times, regular_grid
 from lit_dl.data.windows import WindowDataset, window_origins
@@ -177,13 +178,8 @@ class ForecastDataModule(InMemoryDataModule):
             )
         frame = clean_frame(read_table(path, na_values=self.na_values), self.na_values)
         columns = [self.target, *self.features]
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            what = "target column" if missing[0] == self.target else "feature column(s)"
-            raise DataError(
-                f"{what} {', '.join(map(repr, missing))} not in {path}; columns are: "
-                f"{', '.join(map(str, frame.columns))} (set data.target / data.features)"
-            )
+        require_columns(frame, [self.target], "target column", path, "set data.target")
+        require_columns(frame, self.features, "feature column(s)", path, "set data.features")
         if self.target in self.features or set(self.time_columns) & set(columns):
             raise DataError("data.target, data.features and data.time_column must name different columns")
         stamps, kind = parse_times(frame, self.time_columns, path, self.time_format)

@@ -26,6 +26,7 @@ from lit_dl.data.tables import (
     numeric_text_columns,
     parse_numbers,
     read_table,
+    require_columns,
     require_file,
     split_frame,
 )
@@ -170,13 +171,9 @@ class SyntheticTableDataModule(InMemoryDataModule):
     def _load_clean(self, path: str | None) -> pd.DataFrame:
         frame = clean_frame(self.load_frame(path), self.na_values)
         wanted = [c for c in [self.target, *self.drop, *self.categorical] if c]
-        missing = [c for c in wanted if c not in frame.columns]
-        if missing:
-            raise DataError(
-                f"column(s) {', '.join(map(repr, missing))} not in {path or 'the data'}; "
-                f"columns are: {', '.join(map(str, frame.columns))} "
-                "(check data.target, data.drop, data.categorical)"
-            )
+        require_columns(
+            frame, wanted, "column(s)", path or "the data", "check data.target, data.drop, data.categorical"
+        )
         for col in self.numeric_text:
             frame[col] = parse_numbers(frame[col])
         return frame

@@ -231,3 +231,14 @@ def split_frame(
         ) from err
     splits["train"] = rest
     return {k: v.reset_index(drop=True) for k, v in splits.items()}
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str, source: str, fix: str) -> None:
+    """One-line :class:`DataError` when any of ``columns`` is not in ``frame``: what is missing, the
+    columns there are, and the setting to change (``fix``, e.g. "set data.target")."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{what} {', '.join(map(repr, missing))} not in {source}; columns are: "
+            f"{', '.join(map(str, frame.columns))} ({fix})"
+        )

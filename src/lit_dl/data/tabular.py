@@ -26,6 +26,7 @@ from lit_dl.data.tables import (
     numeric_text_columns,
     parse_numbers,
     read_table,
+    require_columns,
     require_file,
     split_frame,
 )
@@ -137,12 +138,7 @@ class TabularDataModule(InMemoryDataModule):
 
     def _load_clean(self, path: str | None) -> pd.DataFrame:
         frame = clean_frame(self.load_frame(path), self.na_values)
-        absent = [c for c in self.target_columns if c not in frame.columns]
-        if absent:
-            raise DataError(
-                f"target column {absent[0]!r} not in {path or 'the data'}; columns are: "
-                f"{', '.join(map(str, frame.columns))} (set data.target)"
-            )
+        require_columns(frame, self.target_columns, "target column", path or "the data", "set data.target")
         missing_target = frame[self.target_columns].isna().any(axis=1)
         if missing_target.all():
             raise DataError(f"target column {self.target!r} has no values")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lit_dl.data.tables import parse_numbers
+from lit_dl.data.tables import parse_numbers, require_columns
 from lit_dl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,13 @@ def parse_times(
     """The time stamps of every row and their kind: ``datetime``, ``number`` or ``row`` (no column)."""
     if not columns:
         return pd.Series(np.arange(len(frame)), index=frame.index), "row"
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"time column(s) {', '.join(map(repr, missing))} not in {source}; columns are: "
-            f"{', '.join(map(str, frame.columns))} (set data.time_column, or data.time_column=null "
-            "to take the rows in file order)"
-        )
+    require_columns(
+        frame,
+        columns,
+        "time column(s)",
+        source,
+        "set data.time_column, or data.time_column=null to take the rows in file order",
+    )
     if len(columns) > 1:
         parts = frame[columns]
         if {c.lower() for c in columns} <= DATE_PARTS:  # e.g. [year, month, day, hour]
