@@ -7,6 +7,7 @@ README says how they were made).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lit_dl.checkpoints import FORMAT, load_checkpoint, restore
+from lit_dl.checkpoints import FORMAT, read_checkpoint, restore
 from lit_dl.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints" / "v0.1.0"
@@ -38,7 +39,7 @@ def test_every_family_has_a_fixture() -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_legacy_checkpoint_restores_model_and_data(name: str) -> None:
-    checkpoint = load_checkpoint(FIXTURES / f"{name}.ckpt")
+    checkpoint = read_checkpoint(FIXTURES / f"{name}.ckpt")
     assert checkpoint["lit_dl"]["version"] == "0.1.0" and "format" not in checkpoint["lit_dl"]
     overrides = {"path": str(SERIES)} if name == "forecast_lstm" else {}
     model, datamodule = restore(FIXTURES / f"{name}.ckpt", overrides)
@@ -158,4 +159,9 @@ def test_legacy_checkpoint_resumes_training(tmp_path: Path) -> None:
             f"hydra.run.dir={run}",
         ]
     )
-    assert json.loads((run / "metrics.json").read_text())["test/auroc"] > 0
+    assert read_checkpoint(ckpt)["epoch"] == 0  # the fixture ran one epoch
+    # Only epoch 1 was trained here: the loop counters came from the 0.1.0 checkpoint.
+    history = pd.read_csv(run / "csv" / "metrics.csv")
+    assert set(history.dropna(subset=["train/loss_epoch"])["epoch"]) == {1}
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
+    assert math.isfinite(json.loads((run / "metrics.json").read_text())["test/auroc"])

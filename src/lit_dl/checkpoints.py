@@ -70,10 +70,9 @@ class CheckpointMetadata(L.Callback):
         checkpoint["lit_dl"] = meta
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a lit_dl checkpoint (plain data only: ``weights_only=True``); the classes and config it
-    names are not checked here: the verbs read with :func:`lit_dl.verbs.common.load_checkpoint`,
-    which adds :func:`check_checkpoint`."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file as plain data only (``weights_only=True``), unchecked and unmigrated;
+    :func:`load_checkpoint` is what a verb reads with."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(
@@ -206,11 +205,23 @@ def task_class(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> t
     return import_class(str(meta["task"]), "checkpoint task", Task)
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint handed to lit_dl (``ckpt_path=``), checked before anything loads it: plain data
+    only, allowed classes and config entries, callback paths in their folder
+    (:func:`check_checkpoint`). Returned migrated to the current format."""
+    return check_checkpoint(read_checkpoint(path), path)
+
+
 def restore(
-    path: str | Path, data_overrides: Mapping[str, Any] | None = None
+    path: str | Path,
+    data_overrides: Mapping[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
 ) -> tuple[L.LightningModule, L.LightningDataModule]:
-    """Rebuild the task and its datamodule (with fitted preparation) from a checkpoint alone."""
-    checkpoint = check_checkpoint(load_checkpoint(path), path)
+    """Rebuild the task and its datamodule (with fitted preparation) from a checkpoint alone.
+
+    ``checkpoint``: the file as :func:`load_checkpoint` returned it, when the caller has read it already.
+    """
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
     meta = checkpoint["lit_dl"]
     task_cls = task_class(checkpoint, path)
     dm_cls = import_class(str(meta["datamodule"]), "checkpoint datamodule", L.LightningDataModule)

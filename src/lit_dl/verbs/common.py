@@ -16,8 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lit_dl.builder import allow_targets, build, import_class
-from lit_dl.checkpoints import check_checkpoint, restore
-from lit_dl.checkpoints import load_checkpoint as read_checkpoint
+from lit_dl.checkpoints import load_checkpoint, restore
 from lit_dl.data.spec import DataSource
 from lit_dl.errors import ConfigError
 from lit_dl.tasks.base import Task
@@ -101,13 +100,6 @@ def check_output(
     return path.absolute()
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint handed to a verb (``ckpt_path=``), checked before anything loads it: plain data
-    only (``weights_only``), allowed classes and config entries, callback paths in their folder
-    (:func:`~lit_dl.checkpoints.check_checkpoint`). Returned migrated to the current format."""
-    return check_checkpoint(read_checkpoint(path), path)
-
-
 def start(cfg: DictConfig) -> None:
     """What every verb does first: required keys set, the user's extra ``_target_`` packages allowed."""
     check_required(cfg)
@@ -121,7 +113,7 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     if not isinstance(datamodule, DataSource):
         raise ConfigError(
             f"data._target_ {cfg.data.get('_target_')} is not a lit_dl datamodule: it must offer "
-            "data_spec(), state_dict(), load_state_dict() and load_inputs() (see lit_dl.data.spec.DataSource)"
+            "data_spec(), state_dict() and load_state_dict() (see lit_dl.data.spec.DataSource)"
         )
     return datamodule
 
@@ -140,11 +132,8 @@ def build_loggers(cfg: DictConfig | None) -> list[Any]:
     return [build(node, f"logger.{name}") for name, node in (cfg or {}).items() if node is not None]
 
 
-def restore_from_checkpoint(
-    path: str | Path, data_overrides: Mapping[str, Any] | None = None
-) -> tuple[Task, L.LightningDataModule]:
-    """Rebuild the task and its datamodule (with fitted preprocessing) from a checkpoint alone."""
-    return restore(path, data_overrides)
+# The verbs' name for lit_dl.checkpoints.restore: the task and its datamodule from a checkpoint alone.
+restore_from_checkpoint = restore
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

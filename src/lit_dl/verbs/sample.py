@@ -115,7 +115,8 @@ def sample(cfg: DictConfig) -> Any:
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ConfigError(f"n must be a positive whole number, got {n!r}")
     L.seed_everything(cfg.seed)
-    task_cls = task_class(load_checkpoint(cfg.ckpt_path), cfg.ckpt_path)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    task_cls = task_class(checkpoint, cfg.ckpt_path)
     if not callable(getattr(task_cls, "sample", None)):
         raise ConfigError(
             f"this model cannot sample: {task_cls.__name__} predicts ({task_cls.task_type or 'outputs'}); "
@@ -125,7 +126,7 @@ def sample(cfg: DictConfig) -> Any:
     # The output is checked before any work where the task says what it samples; else once it has.
     kind = sample_kind(task_cls)
     output = check_sample_output(cfg, kind) if kind or cfg.output else None
-    model, _ = restore_from_checkpoint(cfg.ckpt_path)
+    model, _ = restore_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
     sampler = model.sample
     options = sampling_options(sampler, cfg)
     generator = torch.Generator().manual_seed(int(cfg.seed))
