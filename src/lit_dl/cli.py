@@ -79,6 +79,24 @@ def _sample(cfg: DictConfig) -> Any:
     return sample(cfg)
 
 
+def _tune(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.tune import tune
+
+    return tune(cfg)
+
+
+def _cross_validate(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.cv import cross_validate
+
+    return cross_validate(cfg)
+
+
+def _export(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.export import export
+
+    return export(cfg)
+
+
 def _synthetic_report(cfg: DictConfig) -> Any:
     from lit_dl.verbs.report import report
 
@@ -92,6 +110,9 @@ VERBS: dict[str, tuple[str, Callable[[DictConfig], Any]]] = {
     "predict": ("predict", _predict),
     "sample": ("sample", _sample),
     "report": ("report", _synthetic_report),
+    "tune": ("tune", _tune),
+    "cv": ("cv", _cross_validate),
+    "export": ("export", _export),
 }
 
 

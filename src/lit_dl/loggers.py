@@ -1,4 +1,5 @@
-"""Loggers that continue a run's log when the run is resumed in its folder.
+"""The run's loggers: their config entries, a CSV logger that continues a resumed run's log, and
+images sent to every logger that shows them.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts; a run resumed in its
 own folder (``lit-dl train resume=...``) would lose its history. :class:`CSVLogger` keeps the
@@ -10,14 +11,22 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
+from lit_dl.distributed import launch_rank
 from lit_dl.utils import atomic_write_text
+
+# The W&B run id of a run, kept in its folder so that a resumed run continues the same W&B run.
+WANDB_ID_FILE = "wandb_run_id.txt"
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -86,3 +95,45 @@ class CSVLogger(LightningCSVLogger):
         (the epoch-end rows of a checkpoint written at an epoch's end, which a resumed run does not
         write again)."""
         self.experiment.truncate(rows, keep_epoch)
+
+
+def logger_entries(cfg: DictConfig, output_dir: Path, resuming: bool) -> dict[str, Any] | None:
+    """The ``logger`` entries; a W&B logger gets the run's W&B id (kept in the run folder), and a
+    resumed run continues that W&B run (``resume="allow"``)."""
+    node = cfg.get("logger")
+    if not node:
+        return None
+    entries: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
+    for entry in entries.values():
+        if not isinstance(entry, dict) or not str(entry.get("_target_", "")).endswith("WandbLogger"):
+            continue
+        path = output_dir / WANDB_ID_FILE
+        known = path.read_text().strip() if resuming and path.is_file() else ""
+        entry["id"] = entry.get("id") or known or secrets.token_hex(4)
+        if resuming:
+            entry["resume"] = "allow"
+        if launch_rank() == 0:
+            path.write_text(f"{entry['id']}\n")
+    return entries
+
+
+def log_images(trainer: Any, images: Mapping[str, str | Path], *, step: int | None = None) -> None:
+    """Show PNG files written by a callback (``key -> path``) in every logger that shows images
+    (W&B: ``log_image``; TensorBoard: ``add_image``). CSV has no place for them: the files stay in
+    the run folder either way."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if not images or not getattr(trainer, "is_global_zero", True):
+        return
+    for logger in getattr(trainer, "loggers", []):
+        if isinstance(logger, WandbLogger):
+            for key, path in images.items():
+                logger.log_image(key=key, images=[str(path)], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            import numpy as np
+            from PIL import Image
+
+            for key, path in images.items():
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+                logger.experiment.add_image(key, pixels, global_step=step or 0, dataformats="HWC")

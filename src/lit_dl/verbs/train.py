@@ -8,19 +8,19 @@ here the checkpoint restores everything the run had (:class:`~lit_dl.callbacks.r
 from __future__ import annotations
 
 import logging
-import secrets
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lit_dl.callbacks.checkpoint_io import remove_partial_files
 from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
 from lit_dl.distributed import check_launch, launch_rank
 from lit_dl.errors import ConfigError
+from lit_dl.loggers import logger_entries
 from lit_dl.runs import check_resumed_config
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
@@ -39,12 +39,13 @@ from lit_dl.verbs.common import (
 
 log = logging.getLogger(__name__)
 
-# The W&B run id of a run, kept in its folder so that a resumed run continues the same W&B run.
-WANDB_ID_FILE = "wandb_run_id.txt"
 
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
+    """Train the configured model; return the final metrics (also written to ``metrics.json``).
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Train the configured model; return the final metrics (also written to ``metrics.json``)."""
+    ``extra_callbacks``: callbacks of a verb that runs ``train`` as one of many jobs (``tune``'s
+    pruning, for example), added to the configured ones.
+    """
     start(cfg)
     output_dir = Path(cfg.paths.output_dir)
     resuming = bool(cfg.get("resume"))
@@ -60,10 +61,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     model = build_task(cfg.model, datamodule)
 
-    loggers = build_loggers(logger_config(cfg, output_dir, resuming))
+    loggers = build_loggers(logger_entries(cfg, output_dir, resuming))
     # Always added: checkpoint metadata (eval/predict/sample rebuild the run from it) and what a
     # resumed run needs besides Lightning's own state (generators, the log's length).
-    callbacks = [*build_callbacks(cfg.get("callbacks")), CheckpointMetadata(), RunState()]
+    callbacks = [
+        *build_callbacks(cfg.get("callbacks")),
+        *extra_callbacks,
+        CheckpointMetadata(),
+        RunState(),
+    ]
     # Checkpoints written whole or not at all (configs: checkpoint_io).
     plugins = {"plugins": [build(cfg.checkpoint_io, "checkpoint_io")]} if cfg.get("checkpoint_io") else {}
     trainer: L.Trainer = build(
@@ -119,23 +125,3 @@ def check_resume(cfg: DictConfig, output_dir: Path) -> None:
     if launch_rank() == 0:
         for path in remove_partial_files(output_dir / "checkpoints"):
             log.info("removed %s: a checkpoint write the stopped run did not finish", path.name)
-
-
-def logger_config(cfg: DictConfig, output_dir: Path, resuming: bool) -> dict[str, Any] | None:
-    """The ``logger`` entries; a W&B logger gets the run's W&B id (kept in the run folder), and a
-    resumed run continues that W&B run (``resume="allow"``)."""
-    node = cfg.get("logger")
-    if not node:
-        return None
-    entries: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
-    for entry in entries.values():
-        if not isinstance(entry, dict) or not str(entry.get("_target_", "")).endswith("WandbLogger"):
-            continue
-        path = output_dir / WANDB_ID_FILE
-        known = path.read_text().strip() if resuming and path.is_file() else ""
-        entry["id"] = entry.get("id") or known or secrets.token_hex(4)
-        if resuming:
-            entry["resume"] = "allow"
-        if launch_rank() == 0:
-            path.write_text(f"{entry['id']}\n")
-    return entries
