@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,14 @@ def logger_entries(cfg: DictConfig, output_dir: Path, resuming: bool) -> dict[st
         if launch_rank() == 0:
             path.write_text(f"{entry['id']}\n")
     return entries
+
+
+def log_run_config(loggers: Sequence[Any], cfg: DictConfig) -> None:
+    """Send the run's resolved config to every logger (as its hyperparameters)."""
+    from lit_dl.utils import to_plain
+
+    for logger in loggers:
+        logger.log_hyperparams(to_plain(cfg))
 
 
 def log_images(trainer: Any, images: Mapping[str, str | Path], *, step: int | None = None) -> None:

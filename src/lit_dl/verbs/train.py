@@ -20,9 +20,8 @@ from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
 from lit_dl.distributed import check_launch, launch_rank
 from lit_dl.errors import ConfigError
-from lit_dl.loggers import logger_entries
+from lit_dl.loggers import log_run_config, logger_entries
 from lit_dl.runs import check_resumed_config
-from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
     build,
     build_callbacks,
@@ -78,8 +77,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     check_launch(trainer, "train")
     if launch_rank() == 0:
         write_run_config(output_dir, cfg)  # first: resume= checks the config it resumes with against it
-    for logger in trainer.loggers:
-        logger.log_hyperparams(to_plain(cfg))
+    log_run_config(trainer.loggers, cfg)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
