@@ -7,13 +7,15 @@ here the checkpoint restores everything the run had (:class:`~lit_dl.callbacks.r
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lit_dl.callbacks.checkpoint_io import remove_partial_files
 from lit_dl.callbacks.run_state import RunState
@@ -108,6 +110,35 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
             print(summary)
         print(f"output directory: {output_dir}")
     return metrics
+
+
+def train_job(
+    cfg: DictConfig,
+    output_dir: str | Path,
+    updates: Mapping[str, Any] | None = None,
+    extra_callbacks: Sequence[L.Callback] = (),
+) -> dict[str, float]:
+    """Run :func:`train` as one job of a verb that trains many models (``tune``'s trials, ``cv``'s
+    folds): a copy of ``cfg`` with ``updates`` (dotted key -> value, e.g. ``{"model.optimizer.lr":
+    0.01}``) applied, writing everything into ``output_dir`` (a sub-folder of the verb's run).
+    A key that the config does not have is a ConfigError naming it (``+key`` adds one on purpose)."""
+    job = copy.deepcopy(cfg)
+    for key, value in (updates or {}).items():
+        name = key.removeprefix("+")
+        if not key.startswith("+") and OmegaConf.select(job, name, default=_ABSENT) is _ABSENT:
+            raise ConfigError(
+                f"unknown config key '{name}': check its spelling, or add it on purpose with +{name}"
+            )
+        with open_dict(job):
+            OmegaConf.update(job, name, value, merge=False, force_add=True)
+    with open_dict(job):
+        job.paths.output_dir = str(Path(output_dir).absolute())
+        job.resume = None
+    Path(job.paths.output_dir).mkdir(parents=True, exist_ok=True)
+    return train(job, extra_callbacks)
+
+
+_ABSENT = object()
 
 
 def check_resume(cfg: DictConfig, output_dir: Path) -> None:
