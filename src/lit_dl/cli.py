@@ -43,6 +43,10 @@ verbs:
   predict   predict new rows:             lit-dl predict ckpt_path=... input=new.csv output=out.csv
   sample    generate from a model:        lit-dl sample ckpt_path=... n=64 output=samples.png
   report    judge a synthetic table:      lit-dl report real=a.csv synthetic=s.csv holdout=b.csv target=COL
+  tune      search hyperparameters:       lit-dl tune hparams_search=churn_mlp tune.n_trials=20
+  cv        k-fold cross-validation:      lit-dl cv experiment=churn_mlp cv.folds=5
+  export    ONNX or TorchScript:          lit-dl export ckpt_path=... format=onnx
+  list      what exists:                  lit-dl list [experiment|data|model|trainer|logger|...]
 
 examples:
   lit-dl train                                      # default experiment: churn MLP on built-in data
@@ -247,7 +251,8 @@ def _silence_known_warnings() -> None:
 
 
 def _route_lightning_logs() -> None:
-    """Send Lightning's messages through Hydra's handlers once (console and the run's log file)."""
+    """Send Lightning's messages through Hydra's handlers once (console and the run's log file),
+    without the lines a user can do nothing with (see :func:`_drop_noise`)."""
     import lightning.pytorch  # noqa: F401  (registers Lightning's loggers and handlers first)
 
     names = [
@@ -258,15 +263,28 @@ def _route_lightning_logs() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        if _drop_noise not in logger.filters:
+            logger.addFilter(_drop_noise)
         if quiet and logger.level and logger.level < logging.WARNING:
             logger.setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_drop_advertising)
 
 
-def _drop_advertising(record: logging.LogRecord) -> bool:
-    # Lightning advertises its cloud products at Trainer start; that is noise in a run's log.
-    return not any(word in str(record.msg) for word in ("litlogger", "litmodels"))
+# Lightning's start-up lines that carry nothing for a lit_dl user: its cloud adverts, which
+# accelerators exist (the start banner says which one is used), the seed (the banner says it), and
+# the note that our model-summary callback replaces its default one.
+_NOISE = (
+    "litlogger",
+    "litmodels",
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "Seed set to",
+    "Trainer already configured with model summary callbacks",
+)
+
+
+def _drop_noise(record: logging.LogRecord) -> bool:
+    return not any(word in str(record.msg) for word in _NOISE)
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -276,14 +294,22 @@ def main(argv: list[str] | None = None) -> Any:
         print(USAGE)
         return None
     verb, overrides = args[0], args[1:]
+    if verb == "list":  # no run, no Hydra: read the config folder
+        from lit_dl.verbs.listing import listing
+
+        try:
+            print(listing(CONFIG_DIR, overrides[0] if overrides else None))
+        except ConfigError as err:
+            _report(str(err))
+            sys.exit(2)
+        return None
     runs.forget_compositions()  # config files may have changed since the last command in this process
     if verb in ("eval", "predict", "sample"):
         # The data config comes from the checkpoint; data.KEY=VALUE changes one of its keys.
         overrides = [f"++{o}" if o.startswith("data.") else o for o in overrides]
     if verb not in VERBS:
-        print(
-            f"error: unknown verb {verb!r}; choose one of {', '.join(VERBS)} (lit-dl --help)", file=sys.stderr
-        )
+        verbs = ", ".join([*VERBS, "list"])
+        print(f"error: unknown verb {verb!r}; choose one of {verbs} (lit-dl --help)", file=sys.stderr)
         sys.exit(2)
     # The first process checks the overrides; processes Lightning starts for a distributed run
     # repeat a command line that already passed.

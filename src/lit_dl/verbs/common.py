@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -101,9 +102,25 @@ def check_output(
 
 
 def start(cfg: DictConfig) -> None:
-    """What every verb does first: required keys set, the user's extra ``_target_`` packages allowed."""
+    """What every verb does first: required keys set, the user's extra ``_target_`` packages allowed,
+    an accelerator that exists."""
     check_required(cfg)
     allow_targets(cfg.get("allow_targets"), replace=True)
+    check_accelerator(cfg.get("trainer"))
+
+
+def check_accelerator(trainer_cfg: Mapping[str, Any] | None) -> None:
+    """``trainer.accelerator=gpu`` where torch sees no GPU: one line with the way out (Lightning's own
+    message, "No supported gpu backend found!", gives none)."""
+    accelerator = str((trainer_cfg or {}).get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build_note = (
+            "" if torch.version.cuda else f" (this torch, {torch.__version__}, is built without CUDA)"
+        )
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but torch sees no GPU{build_note}: use trainer=cpu, or "
+            "trainer.accelerator=auto to use a GPU only where there is one"
+        )
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -148,12 +165,21 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def print_metrics(metrics: Mapping[str, float], title: str) -> None:
+    """The metrics as a table, through logging: on the console and in the run's log file."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in sorted(metrics):
-        table.add_row(name, f"{metrics[name]:.4f}")
-    Console().print(table)
+        table.add_row(name, format_number(metrics[name]))
+    text = io.StringIO()
+    Console(file=text, width=100, color_system=None).print(table)
+    log.info(text.getvalue().rstrip())
+
+
+def format_number(value: float) -> str:
+    """Four decimals; ``-0.0000`` (a tiny negative number rounded) is written ``0.0000``."""
+    text = f"{value:.4f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def write_run_config(output_dir: str | Path, cfg: DictConfig) -> None:

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.nn.parameter import UninitializedParameter
 
 from lit_dl.callbacks.checkpoint_io import remove_partial_files
+from lit_dl.callbacks.run_limits import StopAtMaxSteps
 from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
 from lit_dl.distributed import check_launch, launch_rank
@@ -70,6 +74,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         *extra_callbacks,
         CheckpointMetadata(),
         RunState(),
+        StopAtMaxSteps(),  # a step limit shorter than an epoch still ends validated and checkpointed
     ]
     # Checkpoints written whole or not at all (configs: checkpoint_io).
     plugins = {"plugins": [build(cfg.checkpoint_io, "checkpoint_io")]} if cfg.get("checkpoint_io") else {}
@@ -80,6 +85,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if launch_rank() == 0:
         write_run_config(output_dir, cfg)  # first: resume= checks the config it resumes with against it
     log_run_config(trainer.loggers, cfg)
+    if trainer.is_global_zero:
+        log.info(start_banner(cfg, datamodule, model, trainer))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
@@ -93,7 +100,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     else:
         log.warning("no best checkpoint (checkpointing off?): the metrics are those of the last weights")
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        # The model holds the best weights now (validate loaded them): test them without a second load.
+        trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
     if trainer.is_global_zero:
@@ -107,9 +115,41 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         )
         summary = model.summarize(metrics)
         if summary:
-            print(summary)
-        print(f"output directory: {output_dir}")
+            log.info(summary)
+        for picture in pictures_written(output_dir):
+            log.info("plot: %s", picture)
+        log.info("output directory: %s", output_dir)
     return metrics
+
+
+def start_banner(cfg: DictConfig, datamodule: Any, model: L.LightningModule, trainer: L.Trainer) -> str:
+    """One line: what is trained, on how much data, where, how precisely, and where it is written."""
+    try:
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:  # (not started by Hydra: a script calling train() itself)
+        choices = {}
+    experiment = (
+        choices.get("experiment") or f"data={choices.get('data', '?')} model={choices.get('model', '?')}"
+    )
+    parameters = sum(p.numel() for p in model.parameters() if not isinstance(p, UninitializedParameter))
+    net = type(getattr(model, "net", None)).__name__ if hasattr(model, "net") else ""
+    try:
+        samples = f"{len(datamodule.train_dataloader().dataset):,} training samples"
+    except (TypeError, AttributeError, NotImplementedError):
+        samples = "training data"
+    device = trainer.strategy.root_device.type
+    if trainer.world_size > 1:
+        device = f"{trainer.world_size} x {device} ({type(trainer.strategy).__name__})"
+    return (
+        f"train {experiment}: {type(model).__name__}{f'({net})' if net else ''} with "
+        f"{get_human_readable_count(parameters)} parameters on {samples}; {device}, "
+        f"precision {trainer.precision}, seed {cfg.seed}; writing to {cfg.paths.output_dir}"
+    )
+
+
+def pictures_written(output_dir: Path) -> list[Path]:
+    """The PNG files a run wrote into its folder (plots, sample grids), newest last."""
+    return sorted(output_dir.rglob("*.png"), key=lambda p: p.stat().st_mtime)
 
 
 def train_job(

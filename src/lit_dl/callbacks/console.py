@@ -1,0 +1,108 @@
+"""What a run prints: a compact model summary, and a progress bar that suits the terminal.
+
+Lightning's own ``RichModelSummary`` lists every sub-module, metric collections included, a
+FLOPs column that reads 0 unless the model has an ``example_input_array``, and five lines of
+totals; its ``RichProgressBar`` redraws in place, which, written to a file or a CI log (no
+terminal), breaks the metrics into fragments. These two keep Lightning's behaviour and cut
+the noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+log = logging.getLogger("lit_dl")
+
+# Sub-modules that hold no weights and only book-keeping (metrics, running means): not worth a row.
+_BOOKKEEPING = {"MetricCollection", "ModuleDict"}
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's ``RichModelSummary`` (same arguments), without book-keeping rows (metric
+    collections), without a FLOPs column that Lightning could not count, and with one line
+    of totals."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        from rich import get_console
+        from rich.table import Table
+
+        columns = dict(summary_data)
+        shown = ["Name", "Type", "Params"] + [
+            c for c in ("Params per Device", "In sizes", "Out sizes") if c in columns
+        ]
+        if total_flops > 0 and "FLOPs" in columns:
+            shown.append("FLOPs")
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name in shown:
+            table.add_column(name, justify="left" if name in ("Name", "Type") else "right")
+        for i in range(len(columns["Name"])):
+            if columns["Type"][i] in _BOOKKEEPING and columns["Params"][i].strip() == "0":
+                continue
+            table.add_row(*(columns[name][i] for name in shown))
+        console = get_console()
+        console.print(table)
+        frozen = total_parameters - trainable_parameters
+        console.print(
+            f"{get_human_readable_count(int(trainable_parameters))} trainable parameters"
+            + (f", {get_human_readable_count(int(frozen))} frozen" if frozen else "")
+            + f" ({model_size:,.2f} MB)"
+        )
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's ``RichProgressBar`` (same arguments) in a terminal; elsewhere (a file, a CI
+    log, a batch job) one line per epoch instead: ``epoch 3/30  train/loss 0.512  val/loss
+    0.461 ... (2.1 s)``, through logging, so it also lands in the run's log file."""
+
+    def __init__(self, *args: Any, terminal: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.terminal = sys.stdout.isatty() if terminal is None else terminal
+        self._epoch_start = 0.0
+        if not self.terminal:
+            self.disable()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.monotonic()
+        if self.terminal:
+            super().on_train_epoch_start(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.terminal:
+            super().on_train_epoch_end(trainer, pl_module)
+            return
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {
+            name.removesuffix("_epoch"): value
+            for name, value in trainer.callback_metrics.items()
+            if not name.endswith("_step") and name.startswith(("train/", "val/"))
+        }
+        shown = "  ".join(f"{name} {_number(value)}" for name, value in sorted(metrics.items()))
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        seconds = time.monotonic() - self._epoch_start
+        log.info("epoch %d%s  %s  (%.1f s)", trainer.current_epoch + 1, total, shown, seconds)
+
+
+def _number(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    text = f"{number:.4g}"
+    return "0" if text == "-0" else text
