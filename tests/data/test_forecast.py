@@ -273,3 +273,38 @@ def test_spans_that_leave_no_training_window_are_named(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"data\.test_steps"):
         dm.setup("fit")
+
+
+def test_cv_rolling_origin_tests_each_block_after_its_training_and_validation_steps(tmp_path: Path) -> None:
+    frame = make_series()
+    path = write(frame, tmp_path / "s.csv")
+    y = frame["y"].to_numpy()
+    # 3 folds of test blocks of 20 steps, the last at the end; validation: the 20 steps before each.
+    for fold, test_start in enumerate((60, 80, 100)):
+        dm = datamodule(path, cv_folds=3, cv_fold=fold)
+        spans = {
+            "train": (12, test_start - 20),
+            "val": (test_start - 20, test_start),
+            "test": (test_start, test_start + 20),
+        }
+        for name, (first, end) in spans.items():
+            target = all_windows(dm.datasets[name])[2]
+            expected = np.lib.stride_tricks.sliding_window_view(y[first:end], 4)
+            np.testing.assert_allclose(
+                unscale(dm, target), expected, atol=1e-4, err_msg=f"fold {fold} {name}"
+            )
+        # Scaled with the fold's training steps only (an expanding window), never a later step.
+        assert dm.scaler_mean[0] == pytest.approx(y[: test_start - 20].mean())
+    last, plain = datamodule(path, cv_folds=3, cv_fold=2), datamodule(path)
+    assert last.state_dict() == plain.state_dict()  # the last fold is the ordinary split
+    for name in ("train", "val", "test"):
+        assert torch.equal(last.datasets[name].origins, plain.datasets[name].origins)
+
+
+@pytest.mark.parametrize(
+    ("folds", "message"),
+    [(6, "cannot cut 6 test blocks of 20 steps"), (5, "for training before fold 0's test block")],
+)
+def test_cv_folds_that_leave_no_training_steps_are_named(tmp_path: Path, folds: int, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        datamodule(write(make_series(), tmp_path / "s.csv"), cv_folds=folds, cv_fold=0)

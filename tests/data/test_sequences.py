@@ -180,3 +180,53 @@ def test_continuous_target_is_refused(sequences_csv: Path) -> None:
         SequenceDataModule(path=str(sequences_csv), id_column="sid", time_column="t", target="value").setup(
             "fit"
         )
+
+
+def split_ids(dm: SequenceDataModule, frame: pd.DataFrame, split: str) -> list[str]:
+    """The ids of a split's sequences, found through each sequence's first (unique) value."""
+    j = dm.preprocessor.numeric.index("value")
+    first = (
+        dm.datasets[split].x[:, 0, j].double().numpy() * dm.preprocessor.scales[j] + dm.preprocessor.means[j]
+    )
+    starts = frame.sort_values(["sid", "t"]).groupby("sid")["value"].first()
+    found = [starts.index[int(np.abs(starts.to_numpy() - v).argmin())] for v in first]
+    np.testing.assert_allclose(starts.loc[found].to_numpy(), first, atol=1e-4)
+    return found
+
+
+def test_cv_folds_test_every_id_once_stratified(sequences_csv: Path) -> None:
+    frame = pd.read_csv(sequences_csv)
+    tested: list[str] = []
+    for fold in range(3):
+        dm = prepared(sequences_csv, cv_folds=3, cv_fold=fold)
+        parts = {s: split_ids(dm, frame, s) for s in ("train", "val", "test")}
+        every = [i for part in parts.values() for i in part]
+        assert sorted(every) == sorted(frame["sid"].unique())  # disjoint, all ids
+        assert len(parts["test"]) == 20
+        for split, ds in dm.datasets.items():
+            assert ds.y.float().mean().item() == pytest.approx(0.5, abs=0.1), (fold, split)
+        tested += parts["test"]
+    assert sorted(tested) == sorted(frame["sid"].unique())  # every id in exactly one test fold
+
+
+def test_without_cv_the_sequence_split_is_the_ordinary_one(sequences_csv: Path) -> None:
+    from sklearn.model_selection import train_test_split
+
+    frame = pd.read_csv(sequences_csv)
+    dm = prepared(sequences_csv, split_seed=3)
+    labels = frame.sort_values(["sid", "t"]).groupby("sid", sort=False)["label"].last()
+    # The split before cross-validation existed: test first, then validation from the rest.
+    y = (labels == "up").astype(int).to_numpy()
+    rest, test = train_test_split(np.arange(len(y)), test_size=0.15, random_state=3, stratify=y)
+    train, val = train_test_split(rest, test_size=0.15 / 0.85, random_state=3, stratify=y[rest])
+    for split, index in (("train", train), ("val", val), ("test", test)):
+        assert sorted(split_ids(dm, frame, split)) == sorted(labels.index[index]), split
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"cv_folds": 1, "cv_fold": 0}, "at least 2"), ({"cv_folds": 4, "cv_fold": 4}, "0 .. 3")],
+)
+def test_bad_cv_settings_raise(sequences_csv: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        prepared(sequences_csv, **kwargs)

@@ -12,6 +12,7 @@ import torch
 
 from lit_dl.data import TabularDataModule
 from lit_dl.data.preprocessing import MISSING_CATEGORY
+from lit_dl.data.tables import split_frame
 from lit_dl.errors import DataError
 
 NUMERIC = ["tenure", "monthly_charges", "total_charges", "age"]
@@ -543,3 +544,66 @@ def test_single_class_target_raises(messy_frame, write_table):
 def test_bad_settings_raise(messy_csv, kwargs, match):
     with pytest.raises(DataError, match=match):
         make_dm(messy_csv, **kwargs)
+
+
+# ---------------------------------------------------------------------------- cross-validation folds
+
+
+def test_cv_folds_test_every_row_once_keep_the_class_ratio_and_fit_on_training_rows(messy_csv, messy_frame):
+    folds, n = 3, len(messy_frame)
+    overall = float((messy_frame["churn"] == "Yes").mean())
+    tested: list[int] = []
+    for fold in range(folds):
+        dm = prepared(messy_csv, cv_folds=folds, cv_fold=fold)
+        parts = {s: set(split_row_ids(dm, messy_frame, s).tolist()) for s in ("train", "val", "test")}
+        assert parts["train"] | parts["val"] | parts["test"] == set(range(n))
+        assert sum(len(p) for p in parts.values()) == n  # disjoint
+        assert len(parts["test"]) == pytest.approx(n / folds, abs=1)
+        assert len(parts["val"]) == pytest.approx(0.15 * n, abs=1)  # val_fraction of all rows, from the rest
+        for split in ("train", "val", "test"):
+            rate = dm.datasets[split].tensors[2].float().mean().item()
+            assert rate == pytest.approx(overall, abs=0.03), (fold, split)
+        j = dm.preprocessor.numeric.index("monthly_charges")
+        train_rows = messy_frame.iloc[sorted(parts["train"])]
+        assert dm.preprocessor.means[j] == pytest.approx(train_rows["monthly_charges"].mean())
+        tested += sorted(parts["test"])
+    assert sorted(tested) == list(range(n))  # every row in exactly one test fold
+
+
+def test_cv_folds_of_a_regression_table_cover_every_target_once(regression_csv, regression_frame):
+    tested = []
+    for fold in range(3):
+        dm = prepared(regression_csv, target="y", drop=[], cv_folds=3, cv_fold=fold)
+        assert dm.task_type == "regression"
+        tested.append(dm.datasets["test"].tensors[2].double().numpy() * dm.target_std + dm.target_mean)
+    np.testing.assert_allclose(np.sort(np.concatenate(tested)), np.sort(regression_frame["y"]), atol=1e-3)
+
+
+def test_without_cv_the_split_is_the_ordinary_seeded_split(messy_csv, messy_frame):
+    dm = prepared(messy_csv, split_seed=5)
+    expected = split_frame(messy_frame, 0.15, 0.15, 5, messy_frame["churn"])
+    for split in ("train", "val", "test"):
+        rows = messy_frame.index[messy_frame["monthly_charges"].isin(expected[split]["monthly_charges"])]
+        assert sorted(split_row_ids(dm, messy_frame, split).tolist()) == rows.tolist(), split
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"cv_folds": 1, "cv_fold": 0}, "cv_folds must be at least 2"),
+        ({"cv_folds": 3, "cv_fold": 3}, r"cv_fold must be one of 0 \.\. 2"),
+        ({"cv_folds": 3}, "cv_fold must be one of"),
+        ({"cv_fold": 1}, "needs data.cv_folds"),
+        ({"cv_folds": "three", "cv_fold": 0}, "must be integers"),
+        ({"cv_folds": 3, "cv_fold": 0, "test_path": "other.csv"}, "test_path"),
+    ],
+)
+def test_bad_cv_settings_raise(messy_csv, kwargs, match):
+    with pytest.raises(DataError, match=match):
+        make_dm(messy_csv, **kwargs)
+
+
+def test_more_folds_than_rows_of_a_class_is_one_line(messy_frame, write_table):
+    small = write_table(messy_frame.head(12), "small.csv")
+    with pytest.raises(DataError, match=r"cannot split 12 rows into 10 folds"):
+        prepared(small, cv_folds=10, cv_fold=0)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import lightning as L
+import numpy as np
 import torch
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from lit_dl.data.batching import eval_loader, train_loader
@@ -17,6 +21,73 @@ def check_split_arguments(val_fraction: float, test_fraction: float, batch_size:
             raise DataError(f"data.{name} must be between 0 and 1, got {value}")
     if batch_size is not None and int(batch_size) < 1:
         raise DataError(f"data.batch_size must be a positive integer, got {batch_size}")
+
+
+def check_cv_arguments(cv_folds: int | None, cv_fold: int | None) -> tuple[int | None, int | None]:
+    """``(folds, fold)`` as integers; one-line errors for fewer than 2 folds or a fold out of range.
+
+    ``cv_folds=None`` (the default) is the datamodule's ordinary split and then ``cv_fold`` must be unset.
+    """
+    if cv_folds is None:
+        if cv_fold is not None:
+            raise DataError(
+                f"data.cv_fold={cv_fold} needs data.cv_folds (the number of folds); or run lit-dl cv"
+            )
+        return None, None
+    try:
+        folds, fold = int(cv_folds), None if cv_fold is None else int(cv_fold)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"data.cv_folds and data.cv_fold must be integers, got {cv_folds!r} and {cv_fold!r}"
+        ) from None
+    if isinstance(cv_folds, bool) or folds < 2:
+        raise DataError(f"data.cv_folds must be at least 2 (or null: no cross-validation), got {cv_folds}")
+    if fold is None or not 0 <= fold < folds:
+        raise DataError(
+            f"data.cv_fold must be one of 0 .. {folds - 1} (data.cv_folds={folds}), got {cv_fold}"
+        )
+    return folds, fold
+
+
+def cv_split(
+    n_items: int,
+    folds: int,
+    fold: int,
+    val_fraction: float,
+    seed: int,
+    labels: np.ndarray | None = None,
+    what: str = "rows",
+) -> dict[str, np.ndarray]:
+    """Sorted indices of ``train``/``val``/``test`` for fold ``fold`` of a seeded k-fold split of ``n_items``.
+
+    ``test`` is the fold's held-out part (``StratifiedKFold`` by ``labels``, else ``KFold``; every
+    item is in exactly one test part over the ``folds`` folds). ``val`` is carved from the other folds,
+    ``val_fraction`` of all items (stratified too), so early stopping and the choice of the best
+    checkpoint never see the test part; ``train`` is what is left.
+    """
+    index = np.arange(n_items)
+    splitter = (
+        StratifiedKFold(folds, shuffle=True, random_state=seed)
+        if labels is not None
+        else KFold(folds, shuffle=True, random_state=seed)
+    )
+    try:
+        rest, test = list(splitter.split(index, labels))[fold]
+        share = val_fraction * n_items / len(rest)
+        if share >= 0.9:
+            raise ValueError(
+                f"data.val_fraction={val_fraction} is {share:.0%} of the {len(rest)} {what} left beside the "
+                "test fold"
+            )
+        train, val = train_test_split(
+            rest, test_size=share, random_state=seed, stratify=None if labels is None else labels[rest]
+        )
+    except ValueError as err:
+        raise DataError(
+            f"cannot split {n_items} {what} into {folds} folds ({err}); use fewer folds (cv.folds) or more "
+            f"{what}, or a lower data.val_fraction"
+        ) from err
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def world(datamodule: L.LightningDataModule) -> tuple[int, int]:
@@ -38,6 +109,8 @@ class InMemoryDataModule(L.LightningDataModule):
 
     datasets: dict[str, Dataset]
     batch_size: int
+    # How data.cv_folds / data.cv_fold make folds (``lit-dl cv``), in words; None: no cross-validation.
+    cv_kind: ClassVar[str | None] = None
 
     def train_dataloader(self) -> DataLoader:
         # The seed is the run's (seed_everything(seed) sets torch.initial_seed()).

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.model_selection import TimeSeriesSplit
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from lit_dl.data.base import InMemoryDataModule, check_split_arguments
+from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments
 from lit_dl.data.preprocessing import as_text
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.tables import (
@@ -90,9 +91,16 @@ class ForecastDataModule(InMemoryDataModule):
             line through gaps; smoother, but a gap's fill uses the value after it).
         na_values: cell values that mean "missing".
         batch_size: windows per batch.
+        cv_folds, cv_fold: cross-validation by rolling origin (``lit-dl cv``): fold ``cv_fold``
+            (0-based) of ``cv_folds`` tests on a block of ``test`` steps (``test_steps`` or
+            ``test_fraction``) that ends ``(cv_folds - 1 - cv_fold)`` blocks before the end of the
+            series, validates on the ``val`` steps just before it and trains on everything earlier
+            (an expanding window); steps after the test block are not used. The last fold is the
+            ordinary split. ``None`` (default): the ordinary split.
     """
 
     task_type = "forecasting"
+    cv_kind = "rolling origin (expanding window; each test block after its training and validation steps)"
 
     def __init__(
         self,
@@ -112,6 +120,8 @@ class ForecastDataModule(InMemoryDataModule):
         fill: FillMethod = "ffill",
         na_values: Sequence[str] = DEFAULT_NA_VALUES,
         batch_size: int = 32,
+        cv_folds: int | None = None,
+        cv_fold: int | None = None,
     ) -> None:
         super().__init__()
         if not target:
@@ -122,6 +132,7 @@ class ForecastDataModule(InMemoryDataModule):
             if int(value) < 1:
                 raise DataError(f"data.{name} must be a positive number of time steps, got {value}")
         check_split_arguments(val_fraction, test_fraction, batch_size)
+        cv_folds, cv_fold = check_cv_arguments(cv_folds, cv_fold)
         for name, value in (("val_steps", val_steps), ("test_steps", test_steps)):
             if value is not None and int(value) < 1:
                 raise DataError(f"data.{name} must be a positive number of time steps or null, got {value}")
@@ -151,6 +162,7 @@ class ForecastDataModule(InMemoryDataModule):
         self.fill = fill
         self.na_values = list(na_values)
         self.batch_size = int(batch_size)
+        self.cv_folds, self.cv_fold = cv_folds, cv_fold
 
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.numeric_features: list[str] | None = None
@@ -206,17 +218,35 @@ class ForecastDataModule(InMemoryDataModule):
             raise DataError(f"target column {self.target!r} of {path} holds no numbers")
         return regular_grid(frame, kind)
 
-    def split_bounds(self, steps: int) -> tuple[int, int]:
-        """Ends of the training and validation spans (the test span runs to ``steps``)."""
+    def split_bounds(self, steps: int) -> tuple[int, int, int]:
+        """Ends of the training, validation and test spans of a series of ``steps`` time steps.
+
+        The test span runs to ``steps``; with ``cv_folds``, it is fold ``cv_fold``'s block of a
+        rolling-origin split (scikit-learn's ``TimeSeriesSplit``: test blocks of equal size, the
+        last one at the end of the series, each trained on all steps before it).
+        """
         val = self.val_steps if self.val_steps is not None else round(self.val_fraction * steps)
         test = self.test_steps if self.test_steps is not None else round(self.test_fraction * steps)
-        if steps - val - test < self.history + self.horizon:
+        end, fold = steps, ""
+        if self.cv_folds is not None:
+            try:
+                _, test_steps = list(TimeSeriesSplit(self.cv_folds, test_size=test).split(np.arange(steps)))[
+                    self.cv_fold
+                ]
+            except ValueError as err:
+                raise DataError(
+                    f"cannot cut {self.cv_folds} test blocks of {test} steps from the series' {steps} "
+                    f"({err}); use fewer folds (cv.folds) or a smaller data.test_steps / data.test_fraction"
+                ) from err
+            end, fold = int(test_steps[-1]) + 1, f" before fold {self.cv_fold}'s test block"
+        if end - val - test < self.history + self.horizon:
             raise DataError(
-                f"validation ({val}) and test ({test}) steps leave {steps - val - test} of the series' "
-                f"{steps} for training, fewer than one window needs ({self.history} + {self.horizon}); lower "
-                "data.val_steps / data.test_steps (or data.val_fraction / data.test_fraction)"
+                f"validation ({val}) and test ({test}) steps leave {end - val - test} of the series' "
+                f"{steps} for training{fold}, fewer than one window needs ({self.history} + {self.horizon}); "
+                "lower data.val_steps / data.test_steps (or data.val_fraction / data.test_fraction)"
+                + (", or use fewer folds (cv.folds)" if fold else "")
             )
-        return steps - val - test, steps - test
+        return end - val - test, end - test, end
 
     # ------------------------------------------------------------------ fitting and encoding
     def _fit(self, frame: pd.DataFrame) -> None:
@@ -306,15 +336,17 @@ class ForecastDataModule(InMemoryDataModule):
                 steps,
                 self.source_steps,
             )
-        train_end, val_end = self.split_bounds(steps)
+        train_end, val_end, fold_end = self.split_bounds(steps)
         if not self.fitted:
             self.source_steps = steps
             self._fit(series.frame.iloc[:train_end])
+        # (A cross-validation fold ends with its test block: later steps are never read.)
+        frame = series.frame.iloc[:fold_end]
         values = self.encode(
-            series.frame, [train_end, val_end, steps], fit_end=None if self.scaler_mean else train_end
+            frame, [train_end, val_end, fold_end], fit_end=None if self.scaler_mean else train_end
         )
-        observed = series.frame[self.target].notna().to_numpy()
-        spans = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, steps)}
+        observed = frame[self.target].notna().to_numpy()
+        spans = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, fold_end)}
         self.datasets = {}
         for name, (start, end) in spans.items():
             origins = self.window_origins(observed, start, end)
@@ -328,8 +360,11 @@ class ForecastDataModule(InMemoryDataModule):
             self.datasets[name] = WindowDataset(values, origins, self.window, self.horizon, self.season)
         dropped = int((~observed).sum())
         log.info(
-            "data: %d time steps; %d train / %d val / %d test windows; %d inputs per step%s",
+            "data: %d time steps%s; %d train / %d val / %d test windows; %d inputs per step%s",
             steps,
+            ""
+            if self.cv_folds is None
+            else f" (fold {self.cv_fold} of {self.cv_folds}: steps 0-{fold_end - 1})",
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
             values.shape[1],
             f"; {dropped} missing target values filled, windows with one among their targets dropped"

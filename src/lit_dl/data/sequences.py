@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lit_dl.data.activity import make_activity_frame
-from lit_dl.data.base import InMemoryDataModule, check_split_arguments
+from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments, cv_split
 from lit_dl.data.preprocessing import TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.tables import (
@@ -75,7 +75,16 @@ class SequenceDataModule(InMemoryDataModule):
         positive_label: for binary labels, the one that is class 1.
         val_fraction, test_fraction, split_seed: stratified split of the sequences.
         batch_size: sequences per batch.
+        cv_folds, cv_fold: cross-validation (``lit-dl cv``): fold ``cv_fold`` (0-based) of a seeded
+            stratified k-fold split of the ids is the test set (all steps of an id in one fold);
+            validation ids (``val_fraction`` of all) come from the other folds; ``test_fraction``
+            is unused. ``None`` (default): the ordinary split.
     """
+
+    # One sequence per id: a k-fold split of the sequences is a split grouped by id (every step of a
+    # customer lands in one fold), so StratifiedKFold over ids is what StratifiedGroupKFold over rows
+    # would give, without its per-group search.
+    cv_kind = "stratified k-fold of ids (all steps of an id in one fold)"
 
     def __init__(
         self,
@@ -91,9 +100,12 @@ class SequenceDataModule(InMemoryDataModule):
         test_fraction: float = 0.15,
         split_seed: int = 42,
         batch_size: int = 64,
+        cv_folds: int | None = None,
+        cv_fold: int | None = None,
     ) -> None:
         super().__init__()
         check_split_arguments(val_fraction, test_fraction, batch_size)
+        cv_folds, cv_fold = check_cv_arguments(cv_folds, cv_fold)
         if max_length is not None and int(max_length) < 1:
             raise DataError(f"data.max_length must be a positive integer or null, got {max_length}")
         features = as_list("features", features) or None
@@ -109,6 +121,7 @@ class SequenceDataModule(InMemoryDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.split_seed = int(split_seed)
         self.batch_size = int(batch_size)
+        self.cv_folds, self.cv_fold = cv_folds, cv_fold
         # Fitted state.
         self.task_type = "classification"
         self.preprocessor: TabularPreprocessor | None = None
@@ -183,22 +196,7 @@ class SequenceDataModule(InMemoryDataModule):
             self.classes = fit_classes(labels, self.target, self.positive_label)
         y = encode_classes(labels, self.classes, self.target)
         ids = labels.index.to_numpy()
-        try:
-            rest, test = train_test_split(
-                np.arange(len(ids)),
-                test_size=self.test_fraction,
-                random_state=self.split_seed,
-                stratify=y.numpy(),
-            )
-            train, val = train_test_split(
-                rest,
-                test_size=self.val_fraction / (1 - self.test_fraction),
-                random_state=self.split_seed,
-                stratify=y.numpy()[rest],
-            )
-        except ValueError as err:
-            raise DataError(f"cannot split {len(ids)} sequences stratified by label: {err}") from err
-        splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+        splits = self._split(y.numpy())
         if self.preprocessor is None:
             train_rows = frame[frame[self.id_column].isin(ids[splits["train"]])]
             self._fit(train_rows, features)
@@ -208,11 +206,42 @@ class SequenceDataModule(InMemoryDataModule):
             x, lengths, _ = self._tensors(rows)
             self.datasets[name] = PaddedSequenceDataset(x, lengths, y[index])
         log.info(
-            "data: %d / %d / %d sequences (train / val / test), up to %d steps, %d features",
+            "data: %d / %d / %d sequences (train / val / test), up to %d steps, %d features%s",
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
             max(int(d.lengths.max()) for d in self.datasets.values()),
             self.preprocessor.num_features,
+            "" if self.cv_folds is None else f" (fold {self.cv_fold} of {self.cv_folds})",
         )
+
+    def _split(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Sorted indices of the train/val/test sequences: stratified by label, seeded by ``split_seed``;
+        with ``cv_folds``, fold ``cv_fold`` of a k-fold split is the test set."""
+        if self.cv_folds is not None:
+            return cv_split(
+                len(labels),
+                self.cv_folds,
+                self.cv_fold,
+                self.val_fraction,
+                self.split_seed,
+                labels,
+                "sequences",
+            )
+        try:
+            rest, test = train_test_split(
+                np.arange(len(labels)),
+                test_size=self.test_fraction,
+                random_state=self.split_seed,
+                stratify=labels,
+            )
+            train, val = train_test_split(
+                rest,
+                test_size=self.val_fraction / (1 - self.test_fraction),
+                random_state=self.split_seed,
+                stratify=labels[rest],
+            )
+        except ValueError as err:
+            raise DataError(f"cannot split {len(labels)} sequences stratified by label: {err}") from err
+        return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
     def _fit(self, rows: pd.DataFrame, features: list[str]) -> None:
         rows = rows.copy()

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lit_dl.data.base import InMemoryDataModule, check_split_arguments
+from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments, cv_split
 from lit_dl.data.batching import TensorBatchDataset
 from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.data.spec import DataSpec
@@ -66,7 +66,13 @@ class TabularDataModule(InMemoryDataModule):
             test set stays the same when you change the training seed).
         categorical_encoding: ``onehot`` or ``embedding``.
         batch_size: rows per batch.
+        cv_folds, cv_fold: cross-validation (``lit-dl cv``): fold ``cv_fold`` (0-based) of a seeded
+            k-fold split of the rows, stratified like the ordinary split, is the test set; validation
+            rows (``val_fraction`` of all rows) come from the other folds; ``test_fraction`` is unused.
+            ``None`` (default): the ordinary train/val/test split.
     """
+
+    cv_kind = "k-fold of rows (stratified by class for classification)"
 
     def __init__(
         self,
@@ -85,6 +91,8 @@ class TabularDataModule(InMemoryDataModule):
         split_seed: int = 42,
         categorical_encoding: Encoding = "onehot",
         batch_size: int = 256,
+        cv_folds: int | None = None,
+        cv_fold: int | None = None,
     ) -> None:
         super().__init__()
         if task not in ("auto", "classification", "regression"):
@@ -94,10 +102,16 @@ class TabularDataModule(InMemoryDataModule):
                 f"data.categorical_encoding must be onehot or embedding, got {categorical_encoding!r}"
             )
         check_split_arguments(val_fraction, test_fraction, batch_size)
-        if val_fraction + (0 if test_path else test_fraction) >= 0.9:
+        cv_folds, cv_fold = check_cv_arguments(cv_folds, cv_fold)
+        if cv_folds is None and val_fraction + (0 if test_path else test_fraction) >= 0.9:
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
         if not target:
             raise DataError("data.target is not set: name the column to predict, e.g. data.target=churn")
+        if cv_folds is not None and test_path:
+            raise DataError(
+                "data.test_path and data.cv_folds: cross-validation tests on each fold of data.path in turn; "
+                "set data.test_path=null"
+            )
         target_columns = as_list("target", target)
         features = as_list("features", features) or None
         drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
@@ -120,6 +134,7 @@ class TabularDataModule(InMemoryDataModule):
         self.split_seed = int(split_seed)
         self.categorical_encoding = categorical_encoding
         self.batch_size = int(batch_size)
+        self.cv_folds, self.cv_fold = cv_folds, cv_fold
 
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.preprocessor: TabularPreprocessor | None = None
@@ -222,6 +237,12 @@ class TabularDataModule(InMemoryDataModule):
 
     # ------------------------------------------------------------------ setup
     def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
+        if self.cv_folds is not None:
+            labels = None if stratify is None else stratify.to_numpy()
+            folds = cv_split(
+                len(frame), self.cv_folds, self.cv_fold, self.val_fraction, self.split_seed, labels
+            )
+            return {name: frame.iloc[rows].reset_index(drop=True) for name, rows in folds.items()}
         return split_frame(
             frame,
             self.val_fraction,
@@ -257,9 +278,10 @@ class TabularDataModule(InMemoryDataModule):
             self.fit_target_statistics(splits["train"][self.target_columns])
         self.datasets = {name: self.make_dataset(part) for name, part in splits.items()}
         log.info(
-            "data: %s rows train / %s val / %s test, %d features",
+            "data: %s rows train / %s val / %s test, %d features%s",
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
             self.preprocessor.num_features,
+            "" if self.cv_folds is None else f" (fold {self.cv_fold} of {self.cv_folds})",
         )
 
     def _fit_features(self, train: pd.DataFrame, columns: list[str]) -> None:
