@@ -1,4 +1,4 @@
-"""The examples in examples/ and the README's "Extending" commands, run as a user runs them."""
+"""The examples in examples/ and the commands of docs/extending.md, run as a user runs them."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_plain_python_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert metrics["test/auroc"] > 0.6  # the embedded churn signal is learnable in two epochs
 
 
-def readme_commands(path: Path, heading: str) -> list[str]:
+def section_commands(path: Path, heading: str) -> list[str]:
     """The shell commands of the fenced ``bash`` blocks in one section of a Markdown file."""
     text = path.read_text()
     section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
@@ -133,11 +133,11 @@ def readme_commands(path: Path, heading: str) -> list[str]:
     ]
 
 
-def test_readme_extension_commands_run(
+def test_extending_page_commands_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each command as written, run in-process (a subprocess per command costs ~10 s of imports)."""
-    commands = readme_commands(ROOT / "README.md", "## Extending")
+    commands = section_commands(ROOT / "docs" / "extending.md", "## The four examples")
     assert len(commands) >= 5
     # The commands name files relative to the project's root: run them in a scratch folder that links to it.
     for name in ("examples", "scripts"):
