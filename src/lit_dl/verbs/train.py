@@ -26,7 +26,7 @@ from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
 from lit_dl.distributed import check_launch, launch_rank
 from lit_dl.errors import ConfigError
-from lit_dl.loggers import log_run_config, logger_entries
+from lit_dl.loggers import finish_loggers, log_run_config, logger_entries
 from lit_dl.runs import check_resumed_config
 from lit_dl.verbs.common import (
     build,
@@ -104,6 +104,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
+    finish_loggers(trainer.loggers)  # W&B: summary and artifacts written, the run closed
+
     if trainer.is_global_zero:
         write_run_outputs(output_dir, cfg, metrics)
         test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
@@ -148,8 +150,11 @@ def start_banner(cfg: DictConfig, datamodule: Any, model: L.LightningModule, tra
 
 
 def pictures_written(output_dir: Path) -> list[Path]:
-    """The PNG files a run wrote into its folder (plots, sample grids), newest last."""
-    return sorted(output_dir.rglob("*.png"), key=lambda p: p.stat().st_mtime)
+    """The PNG files a run wrote into its folder (plots, sample grids), newest last; not the copies
+    that loggers keep in their own folders."""
+    copies = {"wandb", "tensorboard", "csv"}
+    found = [p for p in output_dir.rglob("*.png") if not copies & set(p.relative_to(output_dir).parts)]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
 def train_job(
