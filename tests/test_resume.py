@@ -158,7 +158,7 @@ def test_killed_while_writing_a_checkpoint_then_resumed(
 ) -> None:
     # Writes 1 and 2 are epoch 0's best.ckpt and last.ckpt; then last.ckpt each epoch, best.ckpt
     # before it when the validation loss improved. (Killed in write 2, the run resumes from best.ckpt
-    # and metrics.csv lacks epoch 0's training row, logged after the checkpoint: see README.)
+    # and metrics.csv lacks epoch 0's training row, logged after the checkpoint: see docs/index.md.)
     write = random.randint(3, 2 * EPOCHS)
     run_dir = tmp_path / "run"
     killed_run(run_dir, **{KILL_IN_SAVE: str(write)})

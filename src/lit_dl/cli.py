@@ -50,7 +50,7 @@ verbs:
 
 examples:
   lit-dl train                                      # default experiment: churn MLP on built-in data
-  lit-dl train data=tabular data.path=customers.csv data.target=Churn data.drop=[customerID]
+  lit-dl train data=tabular data.path=customers.csv data.target=churn data.drop=[customer_id]
   lit-dl train trainer.max_epochs=5 logger=wandb logger.wandb.offline=true
   lit-dl train experiment=fashion_gan data.root=DIR  # a GAN; experiment=churn_tvae: synthetic customers
   lit-dl train experiment=churn_mlp trainer=ddp_cpu  # two processes (trainer=ddp: every GPU)
