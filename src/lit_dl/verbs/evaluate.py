@@ -6,6 +6,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from lit_dl.distributed import check_launch
+from lit_dl.tasks.classification import set_decision_threshold
 from lit_dl.utils import to_plain
 from lit_dl.verbs.common import (
     build,
@@ -24,6 +25,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     start(cfg)
     L.seed_everything(cfg.seed, workers=True)
     model, datamodule = restore_from_checkpoint(cfg.ckpt_path, to_plain(cfg.get("data") or {}))
+    if cfg.get("threshold") is not None:
+        set_decision_threshold(model, cfg.threshold)
     trainer: L.Trainer = build(
         cfg.trainer,
         "trainer",

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_dl.data.batching import batch_loader
 from lit_dl.data.spec import PredictionSource
 from lit_dl.errors import ConfigError
+from lit_dl.tasks.classification import set_decision_threshold
 from lit_dl.utils import atomic_write, atomic_write_text, write_csv
 from lit_dl.verbs.common import build, check_output, restore_from_checkpoint, start
 
@@ -61,6 +62,8 @@ def predict(cfg: DictConfig) -> Path:
             f"lit-dl predict does not apply to {type(model).__name__} on {type(datamodule).__name__}: "
             "use lit-dl sample for generative models and lit-dl eval for test metrics"
         )
+    if cfg.get("threshold") is not None:
+        set_decision_threshold(model, cfg.threshold)
     dataset, ids = datamodule.load_inputs(cfg.input)
     trainer: L.Trainer = build(cfg.trainer, "trainer")
     if trainer.world_size > 1:
