@@ -78,7 +78,9 @@ def test_predict_applies_saved_preprocessing(trained_run: Path, tmp_path: Path) 
     assert list(predictions.columns) == ["customer_id", "prob_No", "prob_Yes", "prediction"]
     assert predictions["customer_id"].tolist() == new_rows["customer_id"].tolist()
     assert (predictions["prob_No"] + predictions["prob_Yes"]).to_numpy() == pytest.approx(1.0, abs=1e-5)
-    expected = (predictions["prob_Yes"] > 0.5).map({True: "Yes", False: "No"})
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    threshold = float(checkpoint["state_dict"]["decision_threshold"])  # chosen on validation
+    expected = (predictions["prob_Yes"] > threshold).map({True: "Yes", False: "No"})
     assert predictions["prediction"].tolist() == expected.tolist()
 
     parquet = tmp_path / "predictions.parquet"

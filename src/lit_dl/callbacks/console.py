@@ -20,14 +20,11 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
 log = logging.getLogger("lit_dl")
 
-# Sub-modules that hold no weights and only book-keeping (metrics, running means): not worth a row.
-_BOOKKEEPING = {"MetricCollection", "ModuleDict"}
-
 
 class ModelSummary(RichModelSummary):
-    """Lightning's ``RichModelSummary`` (same arguments), without book-keeping rows (metric
-    collections), without a FLOPs column that Lightning could not count, and with one line
-    of totals."""
+    """Lightning's ``RichModelSummary`` (same arguments), without the rows of sub-modules that
+    hold no weights (metrics, losses, running means), without a FLOPs column that Lightning
+    could not count, and with one line of totals."""
 
     @staticmethod
     def summarize(
@@ -52,7 +49,7 @@ class ModelSummary(RichModelSummary):
         for name in shown:
             table.add_column(name, justify="left" if name in ("Name", "Type") else "right")
         for i in range(len(columns["Name"])):
-            if columns["Type"][i] in _BOOKKEEPING and columns["Params"][i].strip() == "0":
+            if columns["Params"][i].strip() == "0":  # metrics, running means, losses: no weights
                 continue
             table.add_row(*(columns[name][i] for name in shown))
         console = get_console()
