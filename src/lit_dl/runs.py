@@ -218,7 +218,12 @@ class RunFolder:
 
         A run that wrote checkpoints keeps everything (``status.json`` says it failed).
         """
-        if not self.owner or not self.path.is_dir() or (self.path / "checkpoints").exists():
+        if (
+            not self.owner
+            or not self.path.is_dir()
+            or (self.path / "checkpoints").exists()
+            or any(self.path.glob("*/checkpoints"))  # runs of sub-jobs (cv folds, tune trials)
+        ):
             return
         if not self.existed:
             shutil.rmtree(self.path, ignore_errors=True)
