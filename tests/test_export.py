@@ -118,7 +118,8 @@ def test_onnx_and_torchscript_exports_compute_the_pytorch_probabilities(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytest.importorskip("onnx")
+    for package in ("onnx", "onnxscript"):
+        pytest.importorskip(package)
     onnxruntime = pytest.importorskip("onnxruntime")
     ckpt = checkpoints(model)
     batches, expected = check_batches(ckpt)
@@ -191,7 +192,8 @@ def load_example() -> ModuleType:
 def test_metadata_prepares_raw_csv_rows_as_lit_dl_predict_does(
     encoding: str, checkpoints: Callable[[str], Path], onnx_exports: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    pytest.importorskip("onnxruntime")
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(package)
     name = "mlp" if encoding == "onehot" else "mlp_embedding"
     ckpt = checkpoints(name)
     rows = make_churn_frame(40, seed=11).drop(columns=["churn"])
