@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -56,6 +57,8 @@ def test_vae_run_reports_elbo_terms_and_nll_in_nats_and_writes_grids(vae_run: Pa
     for name in ("epoch_000.png", "latest.png", "reconstructions_epoch_000.png", "interpolation.png"):
         with Image.open(samples / name) as image:
             image.verify()
+    with Image.open(samples / "epoch_000.png") as image:
+        assert image.size == (8 * (8 * 8 + 2) + 2,) * 2  # 64 digits of 8x8, enlarged 8x to 530 pixels
 
 
 def test_sample_verb_writes_a_png_grid_and_a_raw_tensor(vae_run: Path, tmp_path: Path) -> None:
@@ -64,9 +67,29 @@ def test_sample_verb_writes_a_png_grid_and_a_raw_tensor(vae_run: Path, tmp_path:
     main(["sample", f"ckpt_path={ckpt}", "n=16", f"output={png}", f"hydra.run.dir={tmp_path / 'a'}"])
     with Image.open(png) as image:
         image.verify()
-    with Image.open(png) as image:
-        # 4 x 4 grid of 8x8 digits with 2-pixel padding: 4 * (8 + 2) + 2 pixels a side
-        assert image.size == (42, 42)
+    native = tmp_path / "native.png"
+    main(
+        [
+            "sample",
+            f"ckpt_path={ckpt}",
+            "n=16",
+            "grid_px=0",
+            f"output={native}",
+            f"hydra.run.dir={tmp_path / 'n'}",
+        ]
+    )
+    with Image.open(png) as image, Image.open(native) as small:
+        # 4 x 4 grid of 8x8 digits with 2-pixel padding: 4 * (8 + 2) + 2 = 42 pixels a side as drawn;
+        # enlarged 16x (the smallest whole factor reaching 512 pixels): 4 * (8 * 16 + 2) + 2 = 522.
+        assert small.size == (42, 42) and image.size == (522, 522)
+        big, pixels = np.asarray(image), np.asarray(small)
+    # Every pixel of a digit is a 16 x 16 block of its own value in the enlarged grid: nothing blurred.
+    tile = np.arange(4)[:, None] * 10 + 2 + np.arange(8)[None, :]  # rows (and columns) of the digits
+    big_tile = np.arange(4)[:, None] * 130 + 2 + 16 * np.arange(8)[None, :]
+    for dy in (0, 7, 15):
+        for dx in (0, 9, 15):
+            rows, cols = (big_tile.ravel() + dy)[:, None], (big_tile.ravel() + dx)[None, :]
+            assert np.array_equal(big[rows, cols], pixels[tile.ravel()[:, None], tile.ravel()[None, :]])
     raw = tmp_path / "samples.pt"
     main(["sample", f"ckpt_path={ckpt}", "n=5", "seed=3", f"output={raw}", f"hydra.run.dir={tmp_path / 'b'}"])
     images = torch.load(raw, weights_only=True)
@@ -86,6 +109,8 @@ def test_sample_verb_refuses_a_table_suffix_for_images_and_writes_nothing(
     line = fail_cli("sample", f"ckpt_path={ckpt}", f"output={out}", f"hydra.run.dir={tmp_path / 'r'}")
     assert "images are written as .png" in line and str(out) in line
     assert not out.exists()
+    line = fail_cli("sample", f"ckpt_path={ckpt}", "grid_px=-5", f"hydra.run.dir={tmp_path / 's'}")
+    assert line == "error: grid_px must be a whole number of pixels (0: native size), got -5"
 
 
 def test_conditional_gan_samples_the_asked_class(

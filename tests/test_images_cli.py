@@ -199,6 +199,21 @@ def test_missing_dataset_files_offline_fail_in_one_line(fail_cli: Callable[..., 
     assert not run_dir.exists()
 
 
+def test_failed_download_leaves_no_empty_data_folders(
+    fail_cli: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets
+
+    # Refused at once on any machine: the download fails as it does offline (it does here anyway).
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    data_dir = tmp_path / "data"
+    args = ["train", "data=mnist", f"paths.data_dir={data_dir}", "model=cnn_classifier"]
+    line = fail_cli(*args, *QUIET, f"hydra.run.dir={tmp_path / 'run'}")
+    assert line.startswith(f"error: could not download mnist into {data_dir / 'mnist'}")
+    assert "fetch train-images-idx3-ubyte.gz" in line and f"data.root={data_dir / 'mnist'}" in line
+    assert not data_dir.exists()
+
+
 def test_augmentation_from_the_command_line(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     flip = "data.augment=[{_target_:torchvision.transforms.v2.RandomHorizontalFlip,p:0.5}]"

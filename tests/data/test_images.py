@@ -378,6 +378,39 @@ def test_failed_download_is_a_data_error(tmp_path: Path, monkeypatch: pytest.Mon
     assert "\n" not in str(info.value)
 
 
+# An address that refuses every connection at once, on any machine: torchvision's own download code
+# runs and fails as it does without a network, and nothing is fetched where there is one.
+REFUSED = "http://127.0.0.1:9/"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_a_failed_download_removes_what_it_created_and_says_where_to_get_the_files(
+    dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, TORCHVISION_SETS[dataset]["class"])
+    if dataset == "cifar10":
+        monkeypatch.setattr(dataset_class, "url", REFUSED + "cifar-10-python.tar.gz")
+    else:
+        monkeypatch.setattr(dataset_class, "mirrors", [REFUSED])
+    # A root that does not exist yet: the whole path torchvision made goes again.
+    root = tmp_path / "new" / "data" / dataset
+    with pytest.raises(DataError, match=f"could not download {dataset} into {root}") as info:
+        torchvision_dm(dataset, root, download=True).prepare_data()
+    message = str(info.value)
+    assert "\n" not in message and f"data.root={root}" in message
+    assert ("cifar-10-python.tar.gz" if dataset == "cifar10" else "train-images-idx3-ubyte.gz") in message
+    assert list(tmp_path.iterdir()) == []
+    # A root of the user's: it stays, with what was in it; only the attempt's own folder goes.
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="could not download"):
+        torchvision_dm(dataset, root, download=True).prepare_data()
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]
+
+
 @pytest.mark.parametrize("compressed", [True, False])
 def test_corrupt_idx_file_is_named(compressed: bool, tmp_path: Path) -> None:
     write_idx_files(tmp_path, compressed=compressed)

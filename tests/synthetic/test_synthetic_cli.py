@@ -140,6 +140,10 @@ def test_training_writes_metrics_and_the_report(run: str, request: pytest.Fixtur
     }
     assert "customer_id" not in report["fidelity"]["column_shapes"]
     assert (run_dir / "report" / "plots" / "contract.png").is_file()
+    assert report["plots"]["contract"] == "plots/contract.png"  # what the loggers are sent
+    # Two figures, each named by its rows: test/fidelity against the test rows, the report's against training.
+    assert report["fidelity"]["compared_with"] == "training rows"
+    assert "## Fidelity to the training rows" in (run_dir / "report" / "report.md").read_text()
     assert "Machine-learning efficacy" in (run_dir / "report" / "report.md").read_text()
     # Drawn per class of the target at its training rate; an unconditioned sample scored beside it.
     assert "churn" in report["sampling"]

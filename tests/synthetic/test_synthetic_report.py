@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from lit_dl.evaluation.synthetic.fidelity import (
     numeric_shape,
 )
 from lit_dl.evaluation.synthetic.privacy import exact_copies, privacy
+from lit_dl.evaluation.synthetic.render import markdown, number, summary_lines
 
 
 def test_numeric_shape_is_one_minus_ks() -> None:
@@ -174,6 +176,7 @@ def test_report_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     text = path.read_text()
     assert "TSTR" in text and "Verdict" in text and "plots/x.png" in text
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} == {"x.png", "plan.png", "y.png"}
+    assert report["plots"] == {name: f"plots/{name}.png" for name in ("x", "plan", "y")}  # for the loggers
 
 
 def test_report_verb_reads_files_and_aligns_held_out_labels(tmp_path: Path) -> None:
@@ -201,3 +204,74 @@ def test_report_verb_reads_files_and_aligns_held_out_labels(tmp_path: Path) -> N
     result = report(cfg)
     assert result["ml_efficacy"]["mean"]["trtr"]["f1"] > 0.7  # labels of the held-out file matched
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_numbers_never_show_a_signed_zero() -> None:
+    assert [number(v) for v in (-0.0004, -0.0, 0.0, -0.5, 0.1234)] == [
+        "0.000",
+        "0.000",
+        "0.000",
+        "-0.500",
+        "0.123",
+    ]
+    assert number(-0.00001, ".1%") == "0.0%" and number(-1e-9, ".4f") == "0.0000"
+    assert [number(v) for v in (float("nan"), float("-inf"))] == ["nan", "-inf"]
+    train, synthetic, holdout = small_tables()
+    report = build_report(
+        train, synthetic, holdout, target="y", ignore=["id"], classifiers={"lr": LogisticRegression()}
+    )
+    report["fidelity"]["column_shapes"]["x"] = -1e-9  # rounding noise below zero
+    report["privacy"]["dcr_synthetic"]["p05"] = -1e-12
+    text = markdown(report, {})
+    assert "-0.0" not in text and "| x | numeric | 0.000 |" in text
+
+
+def test_the_reports_fidelity_is_named_by_the_rows_it_compares_with() -> None:
+    """The run's test/fidelity compares a sample with the test rows; the report's with the training rows."""
+    train, synthetic, _ = small_tables()
+    report = build_report(train, synthetic, ignore=["id"])
+    kinds = column_kinds(train.drop(columns="id"))
+    assert report["fidelity"]["score"] == fidelity(train, synthetic, kinds)["score"]
+    assert report["fidelity"]["compared_with"] == "training rows"
+    headline = summary_lines(report)[0]
+    assert headline.startswith(f"fidelity to the training rows {report['fidelity']['score']:.3f} (")
+    assert headline.endswith("100 synthetic rows against 120)")
+    assert "## Fidelity to the training rows" in markdown(report, {})
+
+
+def test_report_verb_leaves_out_id_like_columns_in_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lit_dl.verbs.report import report
+
+    train, synthetic, _ = small_tables()
+    keys = {"key": lambda frame: [f"K{i:05d}-{len(frame)}" for i in range(len(frame))]}
+    train, synthetic = train.assign(**keys), synthetic.assign(**keys)
+    train.to_csv(tmp_path / "real.csv", index=False)
+    synthetic.to_csv(tmp_path / "synthetic.csv", index=False)
+
+    def run(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(
+                "report",
+                overrides=[
+                    f"real={tmp_path / 'real.csv'}",
+                    f"synthetic={tmp_path / 'synthetic.csv'}",
+                    *overrides,
+                ],
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / f"out_{len(list(tmp_path.glob('out_*')))}")
+        return report(cfg)
+
+    with caplog.at_level(logging.WARNING, logger="lit_dl.verbs.report"):
+        result = run()  # drop=auto: the distinct whole numbers and the text keys are left out
+    assert set(result["kinds"]) == {"x", "plan", "y"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "lit_dl.verbs.report"]
+    assert len(lines) == 1 and lines[0].startswith("report: left out id-like column(s) id, key (")
+    assert "drop=[] keeps every column" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lit_dl.verbs.report"):
+        assert set(run("drop=[]")["kinds"]) == {"id", "x", "plan", "y", "key"}  # kept as asked
+        assert set(run("drop=[key]")["kinds"]) == {"id", "x", "plan", "y"}  # exactly the listed ones
+    assert not [r for r in caplog.records if r.name == "lit_dl.verbs.report"]

@@ -44,8 +44,10 @@ class SampleQuality(L.Callback):
 
     Args:
         feature_ckpt: a lit_dl image classifier checkpoint of the same data set; None: the
-            classifier in ``cache_dir`` (``<data set>.ckpt``), trained there when missing.
-        cache_dir: folder of the cached feature classifiers.
+            classifier in ``cache_dir`` (``<data set>.ckpt``), trained there when missing (one
+            log line says so, with the time it will take).
+        cache_dir: folder of the cached feature classifiers; None: the user's cache,
+            ``$XDG_CACHE_HOME/lit_dl/feature_classifiers`` (``~/.cache/...`` without it).
         n_samples: generated (and real) images per validation.
         test_samples: generated images after testing (capped at the test set's size).
         every_n_epochs: validations between two measurements.
@@ -61,7 +63,7 @@ class SampleQuality(L.Callback):
     def __init__(
         self,
         feature_ckpt: str | None = None,
-        cache_dir: str = "feature_classifiers",
+        cache_dir: str | None = None,
         n_samples: int = 2000,
         test_samples: int = 10000,
         every_n_epochs: int = 1,

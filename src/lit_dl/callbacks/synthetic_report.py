@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lit_dl.errors import DataError
 from lit_dl.evaluation.synthetic import build_report, summary_lines, write_report
+from lit_dl.loggers import log_images
 from lit_dl.utils import write_csv
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,12 @@ log = logging.getLogger(__name__)
 class SyntheticReport(L.Callback):
     """After testing: sample a table, compare it with the real training and test rows, write the report.
 
-    Writes ``report.json``, ``report.md``, ``plots/*.png`` and (with ``save_sample``)
-    ``synthetic.csv`` in ``dirpath``. Needs a task with ``sample`` and a datamodule that keeps
-    its raw splits in ``frames`` (:class:`~lit_dl.data.synthetic_tables.SyntheticTableDataModule`);
-    does nothing for other runs and under ``fast_dev_run``.
+    Writes ``report.json``, ``report.md``, ``plots/*.png`` (also sent to the run's loggers as
+    ``report/<column>``) and (with ``save_sample``) ``synthetic.csv`` in ``dirpath``. Its fidelity
+    compares the sample with the training rows (the run's ``test/fidelity`` compares another sample
+    with the test rows). Needs a task with ``sample`` and a datamodule that keeps its raw splits in
+    ``frames`` (:class:`~lit_dl.data.synthetic_tables.SyntheticTableDataModule`); does nothing for
+    other runs and under ``fast_dev_run``.
 
     Args:
         dirpath: output folder (default: ``<trainer.default_root_dir>/report``).
@@ -99,6 +102,8 @@ class SyntheticReport(L.Callback):
         if self.save_sample:
             write_csv(synthetic, folder / "synthetic.csv")  # formula-like text cells neutralised
         path = write_report(report, folder, train, synthetic)
+        plots = {f"report/{name}": folder / file for name, file in report["plots"].items()}
+        log_images(trainer, plots, step=trainer.global_step)
         for line in summary_lines(report):
             log.info(line)
         log.info("synthetic-data report: %s", path)

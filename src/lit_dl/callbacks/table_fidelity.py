@@ -1,4 +1,5 @@
-"""Per-epoch fidelity of a tabular generator's rows: ``val/fidelity`` (model selection), ``test/fidelity``."""
+"""Per-epoch fidelity of a tabular generator's rows to the held-out rows: ``val/fidelity`` (model
+selection) and ``test/fidelity``; a warning when the best checkpoint is still the first epoch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_dl.callbacks.samples import FirstEpochBest
 from lit_dl.data.table_transform import TableTransform
 from lit_dl.errors import ConfigError
 from lit_dl.evaluation.synthetic import fidelity
@@ -19,12 +21,16 @@ class TableFidelity(L.Callback):
     Keeps the first ``rows`` real rows each validation (or test) epoch sees, then generates as
     many rows from a generator seeded with ``seed`` (the same draw every epoch) and scores both
     after the inverse transform: ``fidelity`` is the mean of the column-shape and column-pair
-    scores of the synthetic-data report (:func:`~lit_dl.evaluation.synthetic.fidelity.fidelity`;
-    1 = identical). Model selection needs rows that hang together, not only columns that look
-    right: a GAN matches the column shapes within a few epochs, long before its rows do.
+    scores (:func:`~lit_dl.evaluation.synthetic.fidelity.fidelity`; 1 = identical) of an
+    unconditioned sample against the held-out validation (test) rows. The synthetic-data
+    report's "fidelity to the training rows" is another figure: the same measure of its own,
+    larger sample (drawn per class) against the rows the model was trained on. Model selection
+    needs rows that hang together, not only columns that look right: a GAN matches the column
+    shapes within a few epochs, long before its rows do.
     Logged through the module (``sync_dist``: the mean over processes), so
     ``ModelCheckpoint(monitor="val/fidelity", mode="max")`` and early stopping can watch it.
-    Nothing is scored in the sanity check.
+    Nothing is scored in the sanity check. After fitting, one warning line when the best
+    checkpoint is still epoch 0 (:class:`~lit_dl.callbacks.samples.FirstEpochBest`).
 
     Needs a tabular generative task (``model=tvae``, ``model=ctgan``): its ``table`` (the fitted
     transform) and ``generate(n, generator=...)`` returning transformed rows.
@@ -44,6 +50,7 @@ class TableFidelity(L.Callback):
         self.skip_other_models = bool(skip_other_models)
         self.active = True
         self.kept: list[Tensor] = []
+        self.first_epoch_best = FirstEpochBest()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.active = isinstance(getattr(pl_module, "table", None), TableTransform) and callable(
@@ -98,6 +105,20 @@ class TableFidelity(L.Callback):
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.log_scores(pl_module, "test")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.active:
+            self.first_epoch_best.record(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.active:
+            self.first_epoch_best.warn(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.first_epoch_best.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_epoch_best.load_state_dict(state_dict)
 
     def scores(self, pl_module: Any, real: Tensor) -> dict[str, float]:
         """Fidelity of as many rows generated from the fixed seed as ``real`` transformed rows ``(N, D)``."""

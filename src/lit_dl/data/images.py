@@ -9,7 +9,10 @@ entries, is applied to training images only, image by image.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -428,14 +431,50 @@ class TorchvisionDataModule(ImageDataModule):
         import torchvision.datasets
 
         dataset_class = getattr(torchvision.datasets, self.spec["class"])
+        created = self._download_leftovers(dataset_class)
+        log.info("data: downloading %s into %s (torchvision)", self.dataset, self.root)
         try:
-            for train in (True, False):
-                dataset_class(str(self.root), train=train, download=True)
+            # torchvision prints each mirror it tries ("Failed to download (trying next)"): one line is ours.
+            with contextlib.redirect_stdout(io.StringIO()):
+                for train in (True, False):
+                    dataset_class(str(self.root), train=train, download=True)
         except Exception as err:
+            for path in created:  # only what this attempt created: no empty folders left behind
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            reason = next(
+                (line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__
+            )
             raise DataError(
-                f"could not download {self.dataset} into {self.root} ({str(err).splitlines()[0]}); "
-                f"without a network, put the files ({expected}) in data.root"
+                f"could not download {self.dataset} into {self.root} ({reason.rstrip(':')}); "
+                f"{self._manual_download_hint(dataset_class, expected)}"
             ) from err
+
+    def _download_leftovers(self, dataset_class: type) -> list[Path]:
+        """What a download would create that is not there yet: the highest missing folder of ``root``
+        (torchvision makes the whole path), else the data set's folder and archive inside it."""
+        missing = [folder for folder in (self.root, *self.root.parents) if not folder.exists()]
+        if missing:
+            return [missing[-1]]  # everything below it is new
+        names = [self.spec["folder"], getattr(dataset_class, "filename", None)]
+        return [self.root / name for name in names if name and not (self.root / name).exists()]
+
+    def _manual_download_hint(self, dataset_class: type, expected: str) -> str:
+        """How to get the files without torchvision's download: where from, and where to put them."""
+        if self.spec["format"] == "cifar":
+            source = getattr(dataset_class, "url", "the CIFAR-10 page")
+            return (
+                f"on a machine with a network, fetch {source}, unpack it and put its {self.spec['folder']} "
+                f"folder ({expected}) in data.root={self.root}"
+            )
+        mirrors = getattr(dataset_class, "mirrors", None) or ["the data set's page"]
+        archives = ", ".join(f"{name}.gz" for files in IDX_FILES.values() for name in files)
+        return (
+            f"on a machine with a network, fetch {archives} from {mirrors[0]} and put them in "
+            f"data.root={self.root}"
+        )
 
     def load_arrays(self) -> dict[str, Arrays]:
         files = self._local_files()

@@ -6,17 +6,25 @@ a poor judge of 28x28 greyscale digits anyway, so lit_dl uses a classifier train
 the same data set: any ``ClassificationTask`` checkpoint with a ``CNN`` or ``ResNet``
 (``lit-dl train experiment=fashion_cnn`` writes one), or a small CNN trained here.
 
-Command (trains into ``${paths.data_dir}/feature_classifiers/<data set>.ckpt`` unless it is there)::
+The trained classifiers are cached per user, as torch hub and Hugging Face cache their
+downloads: ``$XDG_CACHE_HOME/lit_dl/feature_classifiers/<data set>.ckpt`` (``~/.cache/...``
+without ``XDG_CACHE_HOME``; see :func:`default_cache_dir`). Not the working directory: a run
+started anywhere, on any data set (the bundled digits have no data folder at all), finds the
+classifier trained once, and nothing appears beside the user's files unannounced.
+
+Command (trains into the cache unless the file is there)::
 
     python -m lit_dl.evaluation.feature_classifier data=fashion_mnist data.root=DIR [out=FILE] [epochs=5]
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,14 +133,20 @@ def data_spec(data: Mapping[str, Any] | L.LightningDataModule) -> dict[str, Any]
 
 
 def dataset_name(data: Mapping[str, Any] | L.LightningDataModule) -> str:
-    """File-name stem of a data set's feature classifier, e.g. ``fashion_mnist`` or ``digits``."""
+    """File-name stem of a data set's feature classifier, e.g. ``fashion_mnist`` or ``digits``.
+
+    A folder of the user's images is named by the folder, its image size and a hash of its full
+    path (``photos_64x64_1a2b3c4d``): two projects' ``images`` folders share no classifier in the cache.
+    """
     spec = data_spec(data)
     if spec.get("dataset"):
         name = str(spec["dataset"])
     elif spec.get("root"):
-        name = Path(str(spec["root"])).resolve().name or "images"
+        root = Path(str(spec["root"])).expanduser().resolve()
+        name = root.name or "images"
         if spec.get("image_size"):
             name += "_" + "x".join(str(int(v)) for v in spec["image_size"])
+        name += "_" + hashlib.sha256(str(root).encode()).hexdigest()[:8]
     else:
         name = spec["_target_"].rsplit(".", 1)[-1].removesuffix("DataModule").lower() or "data"
     binarize = spec.get("binarize")
@@ -141,9 +155,65 @@ def dataset_name(data: Mapping[str, Any] | L.LightningDataModule) -> str:
     return name
 
 
-def feature_classifier_path(cache_dir: str | Path, data: Mapping[str, Any] | L.LightningDataModule) -> Path:
-    """``<cache_dir>/<dataset_name>.ckpt``."""
-    return Path(cache_dir) / f"{dataset_name(data)}.ckpt"
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/lit_dl/feature_classifiers`` (``~/.cache/lit_dl/feature_classifiers`` without it)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "lit_dl" / "feature_classifiers"
+
+
+def feature_classifier_path(
+    cache_dir: str | Path | None, data: Mapping[str, Any] | L.LightningDataModule
+) -> Path:
+    """``<cache_dir>/<dataset_name>.ckpt`` (None: :func:`default_cache_dir`; ``~`` is expanded)."""
+    folder = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    return folder / f"{dataset_name(data)}.ckpt"
+
+
+def duration(seconds: float) -> str:
+    """``40 s``, ``12 min`` or ``1.5 h``: a rough figure for a log line."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TrainingNotice(L.Callback):
+    """Says in one line what is trained, why, about how long it takes and where it is cached.
+
+    The time is measured, not guessed: the line is logged once the first ``timed_batches``
+    batches of the first epoch have run, extrapolated to every batch of every epoch.
+    """
+
+    def __init__(self, name: str, path: Path, images: int, timed_batches: int = 5) -> None:
+        self.name, self.path, self.images = name, path, images
+        self.timed_batches = max(1, timed_batches)
+        self.start = 0.0
+        self.said = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.said:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        per_epoch = int(trainer.num_training_batches)
+        if self.said or batch_idx + 1 < min(self.timed_batches, per_epoch):
+            return
+        seconds = (time.perf_counter() - self.start) / (batch_idx + 1) * per_epoch * trainer.max_epochs
+        log.info(
+            "sample quality: training a feature classifier for %s (FID, KID, precision and recall compare "
+            "images in its features; %d epoch(s) over %d images, about %s here) into %s, where later runs "
+            "find it (callbacks.sample_quality.feature_ckpt=FILE brings your own, "
+            "callbacks.sample_quality=null skips sample quality)",
+            self.name,
+            trainer.max_epochs,
+            self.images,
+            duration(seconds),
+            self.path,
+        )
+        self.said = True
 
 
 def _accepts(cls: type, name: str) -> bool:
@@ -203,10 +273,6 @@ def locate_or_train(
         spec["scale"] = "standardize"
     if _accepts(cls, "exclude_classes"):
         spec["exclude_classes"] = []  # the feature space should know every class
-    log.info(
-        "training a feature classifier for %s (%d epochs) into %s", dataset_name(spec), max_epochs, cache_path
-    )
-
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -229,11 +295,22 @@ def locate_or_train(
             enable_model_summary=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
-            callbacks=[CheckpointMetadata()],  # what restoring the classifier from its file alone needs
+            callbacks=[
+                CheckpointMetadata(),  # what restoring the classifier from its file alone needs
+                TrainingNotice(
+                    dataset_name(spec), cache_path, len(getattr(datamodule, "datasets", {}).get("train", ()))
+                ),
+            ],
         )
         trainer.fit(task, datamodule=datamodule)
         results = trainer.test(task, datamodule=datamodule, verbose=False)
-    log.info("feature classifier test accuracy: %.4f", results[0].get("test/accuracy", float("nan")))
+    accuracy = results[0].get("test/accuracy", float("nan"))
+    log.info(
+        "feature classifier for %s: test accuracy %.4f, cached at %s",
+        dataset_name(spec),
+        accuracy,
+        cache_path,
+    )
 
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
@@ -263,9 +340,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         except Exception as err:
             raise ConfigError(f"cannot compose the data config: {str(err).splitlines()[0]}") from None
         spec = data_spec(cfg.data)
-        out = own.get("out") or feature_classifier_path(
-            Path(cfg.paths.data_dir) / "feature_classifiers", spec
-        )
+        out = own.get("out") or feature_classifier_path(None, spec)
         path = locate_or_train(spec, out, max_epochs=int(own.get("epochs", 5)), seed=int(own.get("seed", 0)))
     except LitDLError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -276,8 +351,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 __all__ = [
     "FeatureExtractor",
+    "TrainingNotice",
     "classifier_net",
     "dataset_name",
+    "default_cache_dir",
+    "duration",
     "feature_classifier_path",
     "locate_or_train",
     "main",

@@ -11,8 +11,9 @@ import lightning as L
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
+from lit_dl.callbacks.samples import READABLE_SIDE, readable_grid
 from lit_dl.checkpoints import task_class
 from lit_dl.errors import ConfigError
 from lit_dl.utils import atomic_write, atomic_write_text, to_plain, write_csv
@@ -66,11 +67,15 @@ def sample_kind(samples_or_task: Any) -> str | None:
     return "tables" if isinstance(samples_or_task, pd.DataFrame) else "texts"
 
 
-def write_samples(samples: Any, output: Path, prompt: str = "", csv_raw: bool = False) -> str:
+def write_samples(
+    samples: Any, output: Path, prompt: str = "", csv_raw: bool = False, grid_side: int = READABLE_SIDE
+) -> str:
     """Write texts, images (a grid, or the raw tensor as ``.pt``) or a table by ``output``'s suffix.
 
     Returns what to print: the text itself, or a line saying what was written. A table's text
     cells that a spreadsheet would run as a formula get a leading ``'`` in a CSV unless ``csv_raw``.
+    A grid is enlarged by a whole factor (nearest neighbour: the pixel values stay exact) to at
+    least ``grid_side`` pixels on its longer side (0: native size); ``.pt`` keeps the native tensor.
     """
     suffix = output.suffix.lower()
     if isinstance(samples, torch.Tensor):
@@ -78,7 +83,7 @@ def write_samples(samples: Any, output: Path, prompt: str = "", csv_raw: bool = 
             atomic_write(output, lambda tmp: torch.save(samples, tmp))
         elif suffix in IMAGE_SUFFIXES:
             nrow = math.ceil(math.sqrt(len(samples)))
-            grid = make_grid(samples.float(), nrow=nrow, padding=2, pad_value=1.0)
+            grid = readable_grid(samples, nrow, grid_side)
             atomic_write(
                 output, lambda tmp: save_image(grid, tmp, format=suffix.lstrip(".").replace("jpg", "jpeg"))
             )
@@ -114,6 +119,7 @@ def sample(cfg: DictConfig) -> Any:
     n = cfg.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ConfigError(f"n must be a positive whole number, got {n!r}")
+    side = grid_side(cfg)  # (checked before any work)
     L.seed_everything(cfg.seed)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     task_cls = task_class(checkpoint, cfg.ckpt_path)
@@ -133,10 +139,26 @@ def sample(cfg: DictConfig) -> Any:
     samples = sampler(generator=generator, **options)
     if output is None or kind is None:
         output = check_sample_output(cfg, sample_kind(samples))
-    what = write_samples(samples, output, options.get("prompt", ""), csv_raw=bool(cfg.get("csv_raw", False)))
+    what = write_samples(
+        samples,
+        output,
+        options.get("prompt", ""),
+        csv_raw=bool(cfg.get("csv_raw", False)),
+        grid_side=side,
+    )
     atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     print(f"wrote {what} to {output}")
     return samples
+
+
+def grid_side(cfg: DictConfig) -> int:
+    """``grid_px``: pixels on the longer side of an image grid at least (null or 0: native size)."""
+    value = cfg.get("grid_px", READABLE_SIDE)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"grid_px must be a whole number of pixels (0: native size), got {value!r}")
+    return value
 
 
 def check_sample_output(cfg: DictConfig, kind: str | None) -> Path:

@@ -17,25 +17,41 @@ MAX_PLOTS = 40
 MAX_STEM = 80
 
 
+def number(value: float, spec: str = ".3f") -> str:
+    """``format(value, spec)`` with zero never signed: ``-0.0004`` gives ``0.000``, not ``-0.000``."""
+    text = format(value, spec)
+    if (
+        text.startswith("-")
+        and any(ch.isdigit() for ch in text)
+        and not any(ch in "123456789" for ch in text)
+    ):
+        return text[1:]
+    return text
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The report's headline figures, one sentence each."""
     fid = report["fidelity"]
+    # Named by what it compares with: a training run's test/fidelity (callbacks.table_fidelity) is the
+    # same measure of another sample against the held-out test rows, a different figure.
     lines = [
-        f"fidelity {fid['score']:.3f} (column shapes {fid['column_shapes_mean']:.3f}, "
-        f"column pairs {fid['column_pairs_mean']:.3f})"
+        f"fidelity to the training rows {number(fid['score'])} (column shapes "
+        f"{number(fid['column_shapes_mean'])}, column pairs {number(fid['column_pairs_mean'])}; "
+        f"{report['rows']['synthetic']} synthetic rows against {report['rows']['train']})"
     ]
     if "ml_efficacy" in report:
         mean = report["ml_efficacy"]["mean"]
         lines.append(
-            f"ML efficacy F1 {mean['tstr']['f1']:.3f} trained on synthetic vs "
-            f"{mean['trtr']['f1']:.3f} on real (AUROC {mean['tstr']['auroc']:.3f} vs "
-            f"{mean['trtr']['auroc']:.3f}), tested on real held-out rows; synthetic rows drawn "
+            f"ML efficacy F1 {number(mean['tstr']['f1'])} trained on synthetic vs "
+            f"{number(mean['trtr']['f1'])} on real (AUROC {number(mean['tstr']['auroc'])} vs "
+            f"{number(mean['trtr']['auroc'])}), tested on real held-out rows; synthetic rows drawn "
             f"{report.get('sampling', 'unconditioned')}"
         )
     if "ml_efficacy_unconditioned" in report:
         plain = report["ml_efficacy_unconditioned"]["mean"]["tstr"]
         lines.append(
-            f"ML efficacy of an unconditioned sample: F1 {plain['f1']:.3f}, AUROC {plain['auroc']:.3f}"
+            f"ML efficacy of an unconditioned sample: F1 {number(plain['f1'])}, "
+            f"AUROC {number(plain['auroc'])}"
         )
     if "privacy" in report:
         p = report["privacy"]
@@ -43,11 +59,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"privacy: {p['exact_copies']} exact copies of training rows; synthetic rows are {verdict} to "
             "training rows than to real held-out rows (median distance "
-            f"{p['dcr_synthetic_to_train_matched']['median']:.3f} vs "
-            f"{p['dcr_synthetic_to_holdout_matched']['median']:.3f} over equally many rows; "
-            f"{p['closer_to_train_share']:.1%} closer to training, 50% expected); median distance to the "
-            f"closest training row: synthetic {p['dcr_synthetic']['median']:.3f}, "
-            f"real held-out {p['dcr_holdout']['median']:.3f}"
+            f"{number(p['dcr_synthetic_to_train_matched']['median'])} vs "
+            f"{number(p['dcr_synthetic_to_holdout_matched']['median'])} over equally many rows; "
+            f"{number(p['closer_to_train_share'], '.1%')} closer to training, 50% expected); median "
+            "distance to the closest training row: synthetic {number(p['dcr_synthetic']['median'])}, "
+            f"real held-out {number(p['dcr_holdout']['median'])}"
         )
     return lines
 
@@ -64,7 +80,11 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "",
     ]
     out += [
-        "## Fidelity",
+        "## Fidelity to the training rows",
+        "",
+        "The synthetic rows against the real rows the generator was trained on (1 = identical): "
+        "per column 1 - KS statistic (numbers) or 1 - total variation distance (categories), per pair "
+        "of columns correlation or contingency similarity; the figure is the mean of the two means.",
         "",
         "| column | kind | shape similarity | missing real | missing synthetic |",
         "|---|---|---|---|---|",
@@ -72,13 +92,13 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     for name, score in report["fidelity"]["column_shapes"].items():
         miss = report["missing_rate"][name]
         out.append(
-            f"| {name} | {report['kinds'][name]} | {score:.3f} | "
-            f"{miss['real']:.2%} | {miss['synthetic']:.2%} |"
+            f"| {name} | {report['kinds'][name]} | {number(score)} | "
+            f"{number(miss['real'], '.2%')} | {number(miss['synthetic'], '.2%')} |"
         )
     worst = sorted(report["fidelity"]["column_pairs"], key=lambda p: p["score"])[:10]
     if worst:
         out += ["", "Least similar column pairs:", "", "| columns | metric | similarity |", "|---|---|---|"]
-        out += [f"| {' / '.join(p['columns'])} | {p['metric']} | {p['score']:.3f} |" for p in worst]
+        out += [f"| {' / '.join(p['columns'])} | {p['metric']} | {number(p['score'])} |" for p in worst]
     if "ml_efficacy" in report:
         eff = report["ml_efficacy"]
         out += [
@@ -93,15 +113,15 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         ]
         for name, r in [*eff["classifiers"].items(), ("**mean**", eff["mean"])]:
             out.append(
-                f"| {name} | {r['tstr']['f1']:.3f} | {r['trtr']['f1']:.3f} | "
-                f"{r['tstr']['auroc']:.3f} | {r['trtr']['auroc']:.3f} |"
+                f"| {name} | {number(r['tstr']['f1'])} | {number(r['trtr']['f1'])} | "
+                f"{number(r['tstr']['auroc'])} | {number(r['trtr']['auroc'])} |"
             )
         if "ml_efficacy_unconditioned" in report:
             plain = report["ml_efficacy_unconditioned"]
             out += ["", "The same classifiers trained on an unconditioned sample of as many rows:", ""]
             out += ["| classifier | F1 | AUROC |", "|---|---|---|"]
             out += [
-                f"| {name} | {r['tstr']['f1']:.3f} | {r['tstr']['auroc']:.3f} |"
+                f"| {name} | {number(r['tstr']['f1'])} | {number(r['tstr']['auroc'])} |"
                 for name, r in [*plain["classifiers"].items(), ("**mean**", plain["mean"])]
             ]
     if "privacy" in report:
@@ -112,27 +132,29 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             "",
             "| distance to closest training row | median | 5th percentile |",
             "|---|---|---|",
-            f"| synthetic rows | {p['dcr_synthetic']['median']:.4f} | {p['dcr_synthetic']['p05']:.4f} |",
-            f"| real held-out rows | {p['dcr_holdout']['median']:.4f} | {p['dcr_holdout']['p05']:.4f} |",
+            f"| synthetic rows | {number(p['dcr_synthetic']['median'], '.4f')} | "
+            f"{number(p['dcr_synthetic']['p05'], '.4f')} |",
+            f"| real held-out rows | {number(p['dcr_holdout']['median'], '.4f')} | "
+            f"{number(p['dcr_holdout']['p05'], '.4f')} |",
             "",
             f"Synthetic rows against {p['rows_compared']['holdout_full']} training rows and as many held-out "
             "rows (like with like):",
             "",
             "| distance of synthetic rows to the closest | median | 5th percentile |",
             "|---|---|---|",
-            f"| training row | {p['dcr_synthetic_to_train_matched']['median']:.4f} | "
-            f"{p['dcr_synthetic_to_train_matched']['p05']:.4f} |",
-            f"| held-out row | {p['dcr_synthetic_to_holdout_matched']['median']:.4f} | "
-            f"{p['dcr_synthetic_to_holdout_matched']['p05']:.4f} |",
+            f"| training row | {number(p['dcr_synthetic_to_train_matched']['median'], '.4f')} | "
+            f"{number(p['dcr_synthetic_to_train_matched']['p05'], '.4f')} |",
+            f"| held-out row | {number(p['dcr_synthetic_to_holdout_matched']['median'], '.4f')} | "
+            f"{number(p['dcr_synthetic_to_holdout_matched']['p05'], '.4f')} |",
             "",
-            f"- Closer to training than to held-out rows: {p['closer_to_train_share']:.1%} "
-            f"(50% expected; up to {0.5 + p['closer_to_train_margin']:.1%} passes).",
+            f"- Closer to training than to held-out rows: {number(p['closer_to_train_share'], '.1%')} "
+            f"(50% expected; up to {number(0.5 + p['closer_to_train_margin'], '.1%')} passes).",
             f"- Exact copies of training rows: {p['exact_copies']} "
             "(real held-out rows that equal a training row: "
             f"{p['holdout_exact_copies']}).",
             "- Direct measure: median distance to the closest training row "
-            f"{p['dcr_synthetic']['median']:.4f} for synthetic rows, "
-            f"{p['dcr_holdout']['median']:.4f} for real held-out rows: synthetic rows "
+            f"{number(p['dcr_synthetic']['median'], '.4f')} for synthetic rows, "
+            f"{number(p['dcr_holdout']['median'], '.4f')} for real held-out rows: synthetic rows "
             f"are {'no closer' if p.get('dcr_no_closer_direct', True) else 'CLOSER'} to training rows than "
             "unseen real rows are.",
             "- Like with like: each synthetic row's distance to the closest of equally many training and "
@@ -204,11 +226,15 @@ def write_report(
     train: pd.DataFrame | None = None,
     synthetic: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``report.json``, ``report.md`` and (given the tables) ``plots/*.png``; return the .md path."""
+    """Write ``report.json``, ``report.md`` and (given the tables) ``plots/*.png``; return the .md path.
+
+    The plots written are listed in ``report["plots"]`` (column -> path relative to ``folder``).
+    """
     folder = Path(folder)
     plots = {}
     if train is not None and synthetic is not None:
         plots = plot_columns(train, synthetic, report["kinds"], folder / "plots")
+    report["plots"] = plots
     write_json(folder / "report.json", report)
     atomic_write_text(folder / "report.md", markdown(report, plots))
     return folder / "report.md"

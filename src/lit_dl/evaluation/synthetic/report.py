@@ -55,7 +55,8 @@ def build_report(
             c: {"real": float(train[c].isna().mean()), "synthetic": float(synthetic[c].isna().mean())}
             for c in columns
         },
-        "fidelity": fidelity(train, synthetic, kinds),
+        # Against the training rows (a training run's test/fidelity is against its held-out test rows).
+        "fidelity": {**fidelity(train, synthetic, kinds), "compared_with": "training rows"},
         "kinds": kinds,
         "sampling": sampling or "unconditioned",
     }
