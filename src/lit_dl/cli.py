@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> Any:
             sys.exit(2)
         return None
     runs.forget_compositions()  # config files may have changed since the last command in this process
-    if verb in ("eval", "predict", "sample"):
+    if verb in ("eval", "predict", "sample", "export"):
         # The data config comes from the checkpoint; data.KEY=VALUE changes one of its keys.
         overrides = [f"++{o}" if o.startswith("data.") else o for o in overrides]
     if verb not in VERBS:

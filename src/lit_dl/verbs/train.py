@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.nn.parameter import UninitializedParameter
@@ -77,7 +78,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         StopAtMaxSteps(),  # a step limit shorter than an epoch still ends validated and checkpointed
     ]
     # Checkpoints written whole or not at all (configs: checkpoint_io).
-    plugins = {"plugins": [build(cfg.checkpoint_io, "checkpoint_io")]} if cfg.get("checkpoint_io") else {}
+    plugins: dict[str, Any] = (
+        {"plugins": [build(cfg.checkpoint_io, "checkpoint_io")]} if cfg.get("checkpoint_io") else {}
+    )
+    if "enable_model_summary" not in cfg.trainer and not any(isinstance(c, ModelSummary) for c in callbacks):
+        plugins["enable_model_summary"] = False  # callbacks.model_summary=null: no summary (not Lightning's)
     trainer: L.Trainer = build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
     )
