@@ -2,7 +2,7 @@
 
 Trains an image GAN experiment with the sample-quality callback (FID, KID, precision and
 recall in the feature space of a classifier of the same data set, trained once into
-``data/feature_classifiers/`` when missing), then prints the figures of every epoch,
+``~/.cache/lit_dl/feature_classifiers/`` when missing), then prints the figures of every epoch,
 the floor (the same figures between two disjoint sets of real images of the same
 sizes) and the test figures of the best checkpoint, and says whether the final FID
 ended well below (under half) that of the first epoch.

@@ -32,12 +32,10 @@ def load_study(run_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
 
 
-def resume_args(run_dir: Path, overrides: list[str], *changes: str) -> list[str]:
-    """The command line that continues the search in ``run_dir``."""
-    if "tune" in getattr(runs, "RESUMABLE_VERBS", ()):
-        return ["tune", f"resume={run_dir}", *changes]  # (runs.resume_overrides fills in the rest)
-    # Until runs.resume_overrides handles tune: the search's own overrides and folder, given again.
-    return ["tune", *overrides, *changes, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+def resume_args(run_dir: Path, *changes: str) -> list[str]:
+    """The command line that continues the search in ``run_dir`` (runs.resume_overrides fills in the
+    search's own overrides and folder)."""
+    return ["tune", f"resume={run_dir}", *changes]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def test_resume_runs_only_the_missing_trials_and_retries_a_cut_off_one(search: P
     cut_off = study.ask()
     cut_off.suggest_float("model.optimizer.lr", 3e-4, 3e-2, log=True)
 
-    main(resume_args(search, SEARCH, "tune.n_trials=4"))
+    main(resume_args(search, "tune.n_trials=4"))
 
     trials = load_study(search).trials
     assert [t.datetime_complete for t in trials[:2]] == [first[0], first[1]]  # not run again

@@ -49,7 +49,9 @@ OmegaConf.register_new_resolver("lit_dl.run_id", lambda: RUN_ID, replace=True)
 LOCK = ".lock"
 STATUS = "status.json"
 # What tells that a folder already holds a run (of this or an earlier lit_dl).
-RUN_MARKS = (STATUS, "checkpoints", "metrics.json")
+RUN_MARKS = (STATUS, "checkpoints", "metrics.json", "study.db")
+# What a failed run keeps (with status.json saying why): its checkpoints, a search's trials.
+KEPT_ON_FAILURE = ("checkpoints", "study.db")
 # Keys `resume=` lets the command line change: how long to train, and what is shown.
 CHANGEABLE_ON_RESUME = (
     "trainer.max_epochs",
@@ -60,6 +62,9 @@ CHANGEABLE_ON_RESUME = (
     "test",
     "callbacks.progress_bar",
     "callbacks.model_summary",
+    "tune.n_trials",
+    "tune.timeout",
+    "tune.n_jobs",
 )
 # Written by a resumed run, replaced by a later one: never replayed.
 RESUME_KEYS = ("resume", "ckpt_path")
@@ -147,13 +152,14 @@ class RunFolder:
         if not resuming:
             earlier = [name for name in RUN_MARKS if name in self.entries_before]
             if earlier:
-                status = read_status(self.path).get("status", "unknown")
+                record = read_status(self.path)
+                status, verb = record.get("status", "unknown"), record.get("verb") or "train"
                 if LOCK not in self.entries_before:
                     (self.path / LOCK).unlink(missing_ok=True)
                 self._unlock()
                 raise ConfigError(
                     f"run folder {self.path} already holds a run (status: {status}; {', '.join(earlier)}): "
-                    f"continue it with `lit-dl train resume={self.path}`, or choose a new folder "
+                    f"continue it with `lit-dl {verb} resume={self.path}`, or choose a new folder "
                     "(drop hydra.run.dir=, or give another)"
                 )
 
@@ -218,12 +224,11 @@ class RunFolder:
 
         A run that wrote checkpoints keeps everything (``status.json`` says it failed).
         """
-        if (
-            not self.owner
-            or not self.path.is_dir()
-            or (self.path / "checkpoints").exists()
-            or any(self.path.glob("*/checkpoints"))  # runs of sub-jobs (cv folds, tune trials)
-        ):
+        if not self.owner or not self.path.is_dir():
+            return
+        if any((self.path / name).exists() for name in KEPT_ON_FAILURE):
+            return
+        if any(self.path.glob("*/checkpoints")):  # runs of sub-jobs (cv folds)
             return
         if not self.existed:
             shutil.rmtree(self.path, ignore_errors=True)
@@ -353,6 +358,18 @@ def claim_run_dir(verb: str, overrides: list[str], *, config_dir: Path, config_n
 
 
 # ---------------------------------------------------------------------------------------- resume
+# Verbs that resume= continues in place: train from its checkpoint, tune from its study.
+RESUMABLE_VERBS = ("train", "tune")
+
+
+def resume_point(verb: str, run_dir: Path) -> Path | None:
+    """What a stopped run of ``verb`` continues from: train's checkpoint, tune's ``study.db``."""
+    if verb == "tune":
+        study = run_dir / "study.db"
+        return study if study.is_file() else None
+    return resume_checkpoint(run_dir)
+
+
 def resume_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint a run resumes from: ``checkpoints/last.ckpt`` (the end of its latest epoch), else
     its newest ``*.ckpt``. Each is whole: checkpoints are written to a temporary name first. (Not a
@@ -379,11 +396,11 @@ def run_overrides(run_dir: Path) -> list[str] | None:
     return [str(o) for o in loaded if str(o).lstrip("+~").split("=", 1)[0] not in RESUME_KEYS]
 
 
-def _resumable(run_dir: Path) -> bool:
+def _resumable(run_dir: Path, verb: str = "train") -> bool:
     return (
         run_dir.is_dir()
         and read_status(run_dir).get("status") != "completed"
-        and resume_checkpoint(run_dir) is not None
+        and resume_point(verb, run_dir) is not None
         and run_overrides(run_dir) is not None
         # (the other processes of a torchrun/srun launch choose as rank zero, which may hold it now)
         and (launch_rank() > 0 or live_pid(run_dir) is None)
@@ -399,7 +416,7 @@ def resume_overrides(verb: str, overrides: list[str], *, config_dir: Path, confi
     The result is the run's own overrides, the changed limits, ``resume=DIR``,
     ``ckpt_path=<its last checkpoint>`` and ``hydra.run.dir=DIR``.
     """
-    if verb != "train" or (launch_rank() > 0 and not externally_launched()):
+    if verb not in RESUMABLE_VERBS or (launch_rank() > 0 and not externally_launched()):
         return overrides  # (Lightning re-runs rank zero's command line, which was rewritten already)
     # Hydra's flags (--cfg job, -m) and their values stay as they are, after the overrides.
     flags = [arg for arg in overrides if arg.startswith("-") or "=" not in arg]
@@ -423,31 +440,37 @@ def resume_overrides(verb: str, overrides: list[str], *, config_dir: Path, confi
 
     if value == "auto":
         root = planned_run_dir(config_dir, config_name, [o.input_line for o in rest]).parent
-        runs = [d for d in root.iterdir() if _resumable(d)] if root.is_dir() else []
+        runs = [d for d in root.iterdir() if _resumable(d, verb)] if root.is_dir() else []
         runs = [d for d in runs if set(fixed) <= set(run_overrides(d) or [])]
         if not runs:
             wanted = f" (among those started with {' '.join(fixed)})" if fixed else ""
             raise ConfigError(
-                f"resume=auto: no run under {root} is unfinished, not live and holds a checkpoint{wanted}: "
+                f"resume=auto: no run under {root} is unfinished, not live and holds a "
+                f"{'study' if verb == 'tune' else 'checkpoint'}{wanted}: "
                 "name the run folder (resume=DIR), or start a new run without resume="
             )
-        run_dir = max(runs, key=lambda d: resume_checkpoint(d).stat().st_mtime)  # type: ignore[union-attr]
+        run_dir = max(runs, key=lambda d: resume_point(verb, d).stat().st_mtime)  # type: ignore[union-attr]
     else:
         run_dir = Path(_key(value))
         if not run_dir.is_dir():
             raise ConfigError(
-                f"resume={value}: no such run folder (give one such as logs/train/runs/<run>, or resume=auto)"
+                f"resume={value}: no such run folder (give one such as logs/{verb}/runs/<run>, "
+                "or resume=auto)"
             )
     old = run_overrides(run_dir)
-    checkpoint = resume_checkpoint(run_dir)
+    checkpoint = resume_point(verb, run_dir)
     if checkpoint is None:
-        raise ConfigError(
-            f"{run_dir} holds no checkpoint to resume from (checkpoints/*.ckpt): start a new run instead"
-        )
+        what = "study (study.db)" if verb == "tune" else "checkpoint to resume from (checkpoints/*.ckpt)"
+        raise ConfigError(f"{run_dir} holds no {what}: start a new run instead")
     if old is None:
         raise ConfigError(
-            f"{run_dir} has no readable .hydra/overrides.yaml, so its config is unknown: resume it by hand "
-            f"with ckpt_path={checkpoint} and the overrides it was started with (in a new folder)"
+            f"{run_dir} has no readable .hydra/overrides.yaml, so its config is unknown: "
+            + (
+                f"resume it by hand with ckpt_path={checkpoint} and the overrides it was started with "
+                "(in a new folder)"
+                if verb == "train"
+                else "start a new run"
+            )
         )
     if launch_rank() == 0 and (pid := live_pid(run_dir)) is not None:
         raise ConfigError(f"{run_dir} is in use by a live run (pid {pid or '?'}): wait for it to end")
@@ -462,7 +485,7 @@ def resume_overrides(verb: str, overrides: list[str], *, config_dir: Path, confi
         *kept,
         *(o.input_line for o in changes),
         f"resume={_quote(str(run_dir))}",
-        f"ckpt_path={_quote(str(checkpoint))}",
+        *([f"ckpt_path={_quote(str(checkpoint))}"] if verb == "train" else []),
         f"hydra.run.dir={_quote(str(run_dir))}",
         *flags,
     ]

@@ -296,7 +296,8 @@ class TableGenerativeTask(GenerativeTask):
         if "test/fidelity" not in metrics:
             return None
         return (
-            f"fidelity (column shapes and pairs) of samples vs test rows: {metrics['test/fidelity']:.3f} "
+            f"fidelity to the test rows (column shapes and pairs of an unconditioned sample): "
+            f"{metrics['test/fidelity']:.3f} "
             "(1 = identical); "
             "lit-dl sample ckpt_path=... n=10000 output=synthetic.csv writes a table"
         )

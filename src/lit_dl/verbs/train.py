@@ -135,8 +135,8 @@ def start_banner(cfg: DictConfig, datamodule: Any, model: L.LightningModule, tra
         choices = dict(HydraConfig.get().runtime.choices)
     except ValueError:  # (not started by Hydra: a script calling train() itself)
         choices = {}
-    experiment = (
-        choices.get("experiment") or f"data={choices.get('data', '?')} model={choices.get('model', '?')}"
+    experiment = choices.get("experiment") or (
+        f"data={choices['data']} model={choices['model']}" if "data" in choices and "model" in choices else ""
     )
     parameters = sum(p.numel() for p in model.parameters() if not isinstance(p, UninitializedParameter))
     net = type(getattr(model, "net", None)).__name__ if hasattr(model, "net") else ""
@@ -148,7 +148,8 @@ def start_banner(cfg: DictConfig, datamodule: Any, model: L.LightningModule, tra
     if trainer.world_size > 1:
         device = f"{trainer.world_size} x {device} ({type(trainer.strategy).__name__})"
     return (
-        f"train {experiment}: {type(model).__name__}{f'({net})' if net else ''} with "
+        f"train{' ' + experiment if experiment else ''}: "
+        f"{type(model).__name__}{f'({net})' if net else ''} with "
         f"{get_human_readable_count(parameters)} parameters on {samples}; {device}, "
         f"precision {trainer.precision}, seed {cfg.seed}; writing to {cfg.paths.output_dir}"
     )
