@@ -71,7 +71,9 @@ def test_legacy_eval_reproduces_its_metrics(name: str, tmp_path: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= set(expected)
     for key, value in expected.items():
-        assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
+        # (rel 1e-4: float32 sums of a CNN's convolutions differ by ~1e-5 between installs of the same
+        # torch; a migration that lost or changed a weight moves these metrics by far more.)
+        assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
 
 
 @pytest.mark.parametrize("name", sorted(PREDICT_INPUTS))
