@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 train: install
 	$(BIN)/lit-dl train $(ARGS)
 
+# Tests in parallel on every core (pytest-xdist; a file's tests stay in one process).
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts examples
