@@ -15,7 +15,7 @@ from lit_dl.callbacks.console import ModelSummary, ProgressBar
 from lit_dl.cli import CONFIG_DIR, main
 from lit_dl.verbs.listing import GROUPS, describe
 
-TINY = ["data.n_rows=600", "data.batch_size=32", "callbacks.model_summary=null"]
+TINY = ["data.n_rows=600", "data.batch_size=32"]
 
 
 def test_list_shows_every_option_with_its_description(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,7 +78,9 @@ def test_step_limit_shorter_than_an_epoch_ends_validated_with_a_quiet_console(
         assert f"plot: {run / 'plots' / 'confusion_matrix.png'}" in text
 
 
-def test_time_limit_shorter_than_an_epoch_ends_validated(tmp_path: Path) -> None:
+def test_time_limit_shorter_than_an_epoch_ends_validated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     # 1,400 training rows in batches of 2: an epoch takes several times the one-second limit.
     limits = [
@@ -87,7 +89,10 @@ def test_time_limit_shorter_than_an_epoch_ends_validated(tmp_path: Path) -> None
         "callbacks.early_stopping.patience=100",
     ]
     few = ["+trainer.limit_val_batches=5", "+trainer.limit_test_batches=5"]
-    main(["train", "data.n_rows=2000", "data.batch_size=2", *limits, *few, f"hydra.run.dir={run}"])
+    quiet = ["callbacks.progress_bar=null", "callbacks.model_summary=null"]
+    main(["train", "data.n_rows=2000", "data.batch_size=2", *limits, *few, *quiet, f"hydra.run.dir={run}"])
+    out = capsys.readouterr().out
+    assert "Params" not in out and "it/s" not in out  # null means none, not Lightning's default ones
     metrics = json.loads((run / "metrics.json").read_text())
     assert "val/loss" in metrics and "test/accuracy" in metrics
     history = (run / "csv" / "metrics.csv").read_text().splitlines()

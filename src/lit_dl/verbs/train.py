@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.nn.parameter import UninitializedParameter
@@ -81,8 +81,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     plugins: dict[str, Any] = (
         {"plugins": [build(cfg.checkpoint_io, "checkpoint_io")]} if cfg.get("checkpoint_io") else {}
     )
+    # callbacks.model_summary=null / callbacks.progress_bar=null: none (not Lightning's default one).
     if "enable_model_summary" not in cfg.trainer and not any(isinstance(c, ModelSummary) for c in callbacks):
-        plugins["enable_model_summary"] = False  # callbacks.model_summary=null: no summary (not Lightning's)
+        plugins["enable_model_summary"] = False
+    if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
+        plugins["enable_progress_bar"] = False
     trainer: L.Trainer = build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
     )
