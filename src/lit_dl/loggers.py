@@ -142,7 +142,11 @@ def wandb_login_problem(base_url: str) -> str | None:
     """Why there is no usable W&B login for ``base_url`` (None: there is one), found the way
     ``wandb.init`` finds it (``WANDB_API_KEY``, the netrc entry, W&B's settings) but never prompting."""
     from wandb.errors import AuthenticationError
-    from wandb.sdk.lib import wbauth
+
+    try:  # (wandb's own key lookup; a private module of wandb >= 0.31, the release this is tested with)
+        from wandb.sdk.lib import wbauth
+    except ImportError:
+        return "this wandb cannot be asked for the login without a prompt (pip install 'wandb>=0.31')"
 
     try:
         auth = wbauth.authenticate_session(host=base_url, source="lit_dl", prompt=False, update_session=False)

@@ -80,7 +80,8 @@ def grid_counts(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarr
 
 
 def expected_choice(probs: torch.Tensor, labels: torch.Tensor, strategy: str, target: float | None) -> float:
-    """The grid threshold ``strategy`` asks for, by brute force (ties: the highest threshold)."""
+    """The grid threshold ``strategy`` asks for, by brute force (only thresholds strictly between 0 and 1;
+    ties: the middle one of the tied thresholds)."""
     counts = grid_counts(probs, labels)
     precision = np.nan_to_num(counts["precision"], nan=-1.0)
     if strategy == "f1":
@@ -89,7 +90,10 @@ def expected_choice(probs: torch.Tensor, labels: torch.Tensor, strategy: str, ta
         score = np.where(counts["recall"] >= target, precision, -2.0)
     else:
         score = np.where(precision >= target, counts["recall"], -2.0)
-    return float(GRID[np.flatnonzero(score == score.max()).max()])
+    inside = (GRID > 0) & (GRID < 1)
+    score, grid = score[inside], GRID[inside]
+    tied = np.flatnonzero(score == score.max())
+    return float(grid[tied[len(tied) // 2]])
 
 
 def curve(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,9 +123,15 @@ def test_choose_threshold_meets_the_target_with_the_best_other_metric(
 
 
 def test_choose_threshold_edge_cases() -> None:
-    # Perfectly separated: every threshold in (0.2, 0.8] has F1 1; ties go to the highest.
+    # Perfectly separated: every threshold in (0.2, 0.8] has F1 1; ties go to the middle one.
     probs, labels = torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0, 0, 1, 1])
-    assert choose_threshold(*curve(probs, labels), "f1", None).threshold == pytest.approx(0.8)
+    assert choose_threshold(*curve(probs, labels), "f1", None).threshold == pytest.approx(0.5, abs=1e-3)
+    # Saturated sigmoids (exactly 1.0 in float32): never a threshold of 1, which calls no row positive.
+    probs, labels = torch.tensor([1.0, 1.0, 1.0, 0.2, 0.1, 0.3]), torch.tensor([1, 1, 1, 0, 0, 0])
+    for strategy, target in (("f1", None), ("precision", 0.9), ("recall", 0.8)):
+        choice = choose_threshold(*curve(probs, labels), strategy, target)
+        assert choice is not None and 0.3 < choice.threshold < 1.0
+        assert int((probs > choice.threshold).sum()) == 3
     # A precision nothing reaches: the best precision there is, flagged.
     probs, labels = torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([0, 1, 0, 1])
     choice = choose_threshold(*curve(probs, labels), "precision", 0.9)

@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import matplotlib
 import numpy as np
+from sklearn.metrics import auc
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
@@ -201,7 +202,7 @@ def roc_figure(curves: BinaryCurves, point: dict[str, float], threshold: float, 
     """The test ROC curve with the decision threshold's point (and 0.5's, when it differs)."""
     figure, axes = plt.subplots(figsize=(5, 5))
     order = np.argsort(curves.fpr, kind="stable")
-    area = float(np.trapezoid(curves.tpr[order], curves.fpr[order]))
+    area = float(auc(curves.fpr[order], curves.tpr[order]))
     axes.plot(curves.fpr, curves.tpr, color="tab:blue", label=f"{positive} (AUC {area:.3f})")
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     if not math.isclose(threshold, 0.5):

@@ -92,9 +92,12 @@ def threshold_setting(
     return strategy, float(target)
 
 
-def _last_argmax(values: Tensor) -> int:
-    """Index of the largest value, the last one on ties (the highest threshold: fewest positives)."""
-    return len(values) - 1 - int(torch.argmax(values.flip(0)))
+def _middle_argmax(values: Tensor) -> int:
+    """Index of the largest value; on ties (a plateau of thresholds that score the same) the middle
+    one, the threshold farthest from both ends of the plateau, so new data near its edges is not
+    decided by how the validation set happened to fall."""
+    best = torch.nonzero(values == values.max()).flatten()
+    return int(best[len(best) // 2])
 
 
 def choose_threshold(
@@ -108,27 +111,34 @@ def choose_threshold(
     - ``precision``: among thresholds whose precision reaches ``target``, the best recall; if none
       does, the best precision (``reached=False``).
 
-    Ties go to the highest threshold. None when the curve is undefined (no positive example).
+    Only thresholds strictly between 0 and 1 compete: a sigmoid saturates to exactly 1.0 in float32,
+    and a threshold of 1 (or 0) would then call no row (every row) positive. Ties go to the middle
+    of the tied thresholds. None when the curve is undefined (no positive example).
     """
-    precision, recall = precision[: len(thresholds)].double(), recall[: len(thresholds)].double()
-    if not torch.isfinite(recall).any():
+    inside = (thresholds > 0) & (thresholds < 1)
+    precision, recall = (
+        precision[: len(thresholds)][inside].double(),
+        recall[: len(thresholds)][inside].double(),
+    )
+    thresholds = thresholds[inside]
+    if not len(thresholds) or not torch.isfinite(recall).any():
         return None
     reached = True
     if strategy == "f1":
         f1 = torch.nan_to_num(2 * precision * recall / (precision + recall), nan=-1.0)
-        index = _last_argmax(f1)
+        index = _middle_argmax(f1)
     elif strategy == "recall":
         assert target is not None
         meets = torch.nan_to_num(recall, nan=-1.0) >= target
-        index = _last_argmax(torch.where(meets, torch.nan_to_num(precision, nan=-1.0), -2.0))
+        index = _middle_argmax(torch.where(meets, torch.nan_to_num(precision, nan=-1.0), -2.0))
     elif strategy == "precision":
         assert target is not None
         best = torch.nan_to_num(precision, nan=-1.0)
         meets = best >= target
         if meets.any():
-            index = _last_argmax(torch.where(meets, torch.nan_to_num(recall, nan=-1.0), -2.0))
+            index = _middle_argmax(torch.where(meets, torch.nan_to_num(recall, nan=-1.0), -2.0))
         else:
-            index, reached = _last_argmax(best), False
+            index, reached = _middle_argmax(best), False
     else:
         raise ValueError(f"no threshold to choose for strategy {strategy!r}")
     return ThresholdChoice(float(thresholds[index]), float(precision[index]), float(recall[index]), reached)
