@@ -383,6 +383,19 @@ class WandbLogger(LightningWandbLogger):
             self._uploaded[path] = written
 
 
+def wandb_job_updates(cfg: Any, group: str, name: str) -> dict[str, Any]:
+    """``train_job`` updates that put one job of a verb (a ``tune`` trial, a ``cv`` fold) into W&B as
+    run ``name`` of group ``group`` (unless the config names a group), each job with its own run id
+    (a fixed ``logger.wandb.id`` would make every job continue one run)."""
+    updates: dict[str, Any] = {}
+    for key, entry in (cfg.get("logger") or {}).items():
+        if entry is not None and str(entry.get("_target_", "")).endswith("WandbLogger"):
+            updates[f"+logger.{key}.group"] = entry.get("group") or group
+            updates[f"+logger.{key}.name"] = name
+            updates[f"+logger.{key}.id"] = None
+    return updates
+
+
 def finish_loggers(loggers: Sequence[Any]) -> None:
     """End the runs of loggers that keep one open (W&B) once a verb is done with its trainer."""
     for logger in loggers:

@@ -16,6 +16,7 @@ still written. Only when every fold fails does ``cv`` fail (with the first fold'
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from rich.table import Table
 
 from lit_dl.builder import import_class
 from lit_dl.errors import ConfigError, LitDLError, TrainingError
+from lit_dl.loggers import wandb_job_updates
 from lit_dl.tasks.base import Task
 from lit_dl.tasks.supervised import SupervisedTask
 from lit_dl.utils import atomic_write_text, write_csv, write_json
@@ -87,8 +89,8 @@ def cross_validate(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     write_json(run_dir / "metrics.json", summary)
     print_summary(summary, folds, folds - len(failed))
     for result in failed:
-        print(f"fold {result.fold} failed: {result.error}")
-    print(f"{folds - len(failed)} of {folds} folds completed; output directory: {run_dir}")
+        log.error("fold %d failed: %s", result.fold, result.error)
+    log.info("%d of %d folds completed; output directory: %s", folds - len(failed), folds, run_dir)
     return summary
 
 
@@ -136,9 +138,10 @@ def fold_dir(run_dir: Path, fold: int) -> Path:
     return run_dir / f"fold_{fold}"
 
 
-def fold_updates(folds: int, fold: int) -> dict[str, int]:
-    """The data keys that select one fold ("+": a datamodule config without the keys gets them)."""
-    return {"+data.cv_folds": folds, "+data.cv_fold": fold}
+def fold_updates(cfg: DictConfig, folds: int, fold: int, group: str) -> dict[str, Any]:
+    """The data keys that select one fold ("+": a datamodule config without the keys gets them), and
+    for W&B the fold as run ``fold-<i>`` of the cross-validation's group."""
+    return {"+data.cv_folds": folds, "+data.cv_fold": fold, **wandb_job_updates(cfg, group, f"fold-{fold}")}
 
 
 def one_line(err: BaseException) -> str:
@@ -154,7 +157,7 @@ def run_fold_in_process(cfg: DictConfig, run_dir: Path, folds: int, fold: int) -
     log.info("fold %d of %d: %s", fold, folds, fold_dir(run_dir, fold))
     began = time.perf_counter()
     try:
-        metrics = train_job(cfg, fold_dir(run_dir, fold), fold_updates(folds, fold))
+        metrics = train_job(cfg, fold_dir(run_dir, fold), fold_updates(cfg, folds, fold, run_dir.name))
     except Exception as err:  # one fold's failure must not lose the others' results
         result = FoldResult(fold, error=one_line(err), exception=err)
         log.error("fold %d of %d failed: %s", fold, folds, result.error)
@@ -209,7 +212,9 @@ def worker_main(argv: list[str]) -> None:
     job, output_dir, folds, fold = argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        train_job(OmegaConf.load(job), output_dir, fold_updates(int(folds), int(fold)))
+        job_cfg = OmegaConf.load(job)
+        group = Path(output_dir).parent.name  # (the cross-validation's run folder)
+        train_job(job_cfg, output_dir, fold_updates(job_cfg, int(folds), int(fold), group))
     except LitDLError as err:
         print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -268,10 +273,10 @@ def print_summary(summary: Mapping[str, Mapping[str, Any]], folds: int, complete
     for name in sorted(summary, key=_order):
         entry = summary[name]
         table.add_row(name, text(entry["mean"]), text(entry["std"]), *(text(v) for v in entry["folds"]))
-    console = Console()
-    if not console.is_terminal:  # a log or a pipe: as wide as the table needs, not 80 columns
-        console = Console(width=200)
-    console.print(table)
+    # Through logging (console and the run's cv.log), as wide as the table needs, not 80 columns.
+    rendered = io.StringIO()
+    Console(file=rendered, width=200, color_system=None).print(table)
+    log.info(rendered.getvalue().rstrip())
 
 
 if __name__ == "__main__":

@@ -493,7 +493,12 @@ def export(cfg: DictConfig) -> Path:
         checkpoint=checkpoint_facts(cfg.ckpt_path, checkpoint),
     )
     difference = write_checked(output, fmt, model, batches, expected, layout, tolerance, source)
-    write_json(metadata_path, metadata)
+    try:
+        write_json(metadata_path, metadata)
+    except BaseException:
+        # Never leave a new model beside an older export's preprocessing (overwrite=true).
+        metadata_path.unlink(missing_ok=True)
+        raise
     atomic_write_text(Path(cfg.paths.output_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     shapes = " and ".join(f"{len(b[0])}" for b in batches)
     print(

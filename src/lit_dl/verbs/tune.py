@@ -51,6 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from lit_dl.errors import ConfigError, LitDLError, TrainingError
+from lit_dl.loggers import wandb_job_updates
 from lit_dl.runs import check_resumed_config
 from lit_dl.utils import atomic_write_text, to_plain, write_csv, write_json
 from lit_dl.verbs.common import start, write_run_config
@@ -340,12 +341,7 @@ def write_trial_record(folder: Path, number: int, state: str, **fields: Any) -> 
 def wandb_updates(cfg: DictConfig, study_name: str, number: int) -> dict[str, Any]:
     """Every W&B logger of a trial logs into one group (the study's, unless the config names one) as
     run ``trial-<number>``."""
-    updates: dict[str, Any] = {}
-    for name, entry in (cfg.get("logger") or {}).items():
-        if entry is not None and str(entry.get("_target_", "")).endswith("WandbLogger"):
-            updates[f"logger.{name}.group"] = entry.get("group") or study_name
-            updates[f"logger.{name}.name"] = f"trial-{number}"
-    return updates
+    return wandb_job_updates(cfg, study_name, f"trial-{number}")
 
 
 def epoch_cap(cfg: DictConfig, max_epochs: int | None) -> dict[str, Any]:
@@ -383,6 +379,8 @@ class Objective:
         write_trial_record(folder, trial.number, "running", params=params, **retry_fields(trial))
         updates = {
             **values,
+            # Trials are chosen on validation; the test split is left to the best config's own run.
+            "test": False,
             **epoch_cap(self.cfg, self.settings.max_epochs),
             **wandb_updates(self.cfg, self.study_name, trial.number),
         }
