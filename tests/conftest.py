@@ -146,3 +146,29 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def read_wandb_offline_run(save_dir: Path) -> tuple[Path, list[dict]]:
+    """The one offline W&B run under ``save_dir/wandb`` and its records, read by wandb's own reader of
+    the ``.wandb`` log (``python -m wandb leet inspect --json``): no mock, no grepping of binary files."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (run,) = (save_dir / "wandb").glob("offline-run-*")
+    result = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stderr
+    return run, [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def wandb_offline_run() -> Callable[[Path], tuple[Path, list[dict]]]:
+    """:func:`read_wandb_offline_run`, for tests."""
+    return read_wandb_offline_run

@@ -6,12 +6,9 @@ never online: no login here and WANDB_BASE_URL points at a port nothing listens 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,26 +71,6 @@ def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     wandb.teardown()
 
 
-def read_offline_run(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of the one offline W&B run under ``run_dir``, read by wandb itself."""
-    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
-    result = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**_environ(), "WANDB_MODE": "offline"},
-    )
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
-
-
 def of_type(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [record[kind] for record in records if record["type"] == kind]
 
@@ -116,7 +93,10 @@ def compose_train(overrides: list[str], output_dir: Path) -> Any:
 
 # ----------------------------------------------------------------------------------- lit-dl train
 def test_offline_train_run_holds_config_once_tags_metrics_images_checkpoints_and_csv(
-    wandb_home: Path, tmp_path: Path, one_thread: None
+    wandb_home: Path,
+    tmp_path: Path,
+    one_thread: None,
+    wandb_offline_run: Callable[[Path], tuple[Path, list[dict]]],
 ) -> None:
     run_dir = tmp_path / "run"
     main(
@@ -135,7 +115,7 @@ def test_offline_train_run_holds_config_once_tags_metrics_images_checkpoints_and
         ]
     )
     wandb.finish()  # (what the end of the process does: the run's last records written)
-    records = read_offline_run(run_dir)
+    records = wandb_offline_run(run_dir)[1]
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     (run,) = of_type(records, "run")
     assert run["run_id"] == run_id and run["tags"] == ["churn", "mlp"] and run["job_type"] == "train"
@@ -190,7 +170,10 @@ def test_offline_train_run_holds_config_once_tags_metrics_images_checkpoints_and
 # the fallback takes 1-2 s on a quiet machine (two W&B runs start here).
 @pytest.mark.timeout(60)
 def test_no_login_and_no_network_goes_offline_in_seconds_without_a_prompt(
-    wandb_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    wandb_home: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    wandb_offline_run: Callable[[Path], tuple[Path, list[dict]]],
 ) -> None:
     cfg = compose_train(["logger=wandb", "logger.wandb.group=study-1", "logger.wandb.name=trial-0"], tmp_path)
     entries = logger_entries(cfg, tmp_path, resuming=False)
@@ -211,12 +194,12 @@ def test_no_login_and_no_network_goes_offline_in_seconds_without_a_prompt(
     del wandb_logger
     next_trial = WandbLogger(save_dir=str(tmp_path / "next"), offline=True, project="lit-dl")
     assert next_trial.experiment.id != run.id
-    records = read_offline_run(tmp_path)
+    records = wandb_offline_run(tmp_path)[1]
     (record,) = of_type(records, "run")
     assert record["run_group"] == "study-1" and record["display_name"] == "trial-0"
     assert of_type(records, "exit") and [r["val/loss"] for r in history(records)] == [0.5]
     next_trial.finish()
-    assert of_type(read_offline_run(tmp_path / "next"), "exit")
+    assert of_type(wandb_offline_run(tmp_path / "next")[1], "exit")
 
 
 def test_unreachable_server_is_found_quickly_and_a_listening_one_is_not_refused(
@@ -289,7 +272,7 @@ class _LoggedBoringModel(BoringModel):
 
 
 def test_log_images_reaches_wandb_and_tensorboard_and_log_model_all_uploads_every_write(
-    wandb_home: Path, tmp_path: Path
+    wandb_home: Path, tmp_path: Path, wandb_offline_run: Callable[[Path], tuple[Path, list[dict]]]
 ) -> None:
     png = tmp_path / "grid.png"
     Image.fromarray(np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)).save(png)
@@ -324,7 +307,7 @@ def test_log_images_reaches_wandb_and_tensorboard_and_log_model_all_uploads_ever
     trainer.fit(_LoggedBoringModel())
     finish_loggers(trainer.loggers)
 
-    records = read_offline_run(tmp_path)
+    records = wandb_offline_run(tmp_path)[1]
     (row,) = [r for r in history(records) if "samples/grid._type" in r]
     assert row["trainer/global_step"] == 4 and row["samples/grid.count"] == 1
     offline_run = next((tmp_path / "wandb").glob("offline-run-*"))

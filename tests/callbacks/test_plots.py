@@ -4,9 +4,7 @@ written as PNG and sent to loggers (W&B also as charts, checked in a real offlin
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,27 +241,16 @@ def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     wandb.finish()
 
 
-def offline_run_records(save_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
-    """The offline run's folder and its records, read by wandb's own reader of the ``.wandb`` log."""
-    (run,) = (save_dir / "wandb").glob("offline-run-*")
-    result = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return run, [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-
-def test_wandb_gets_the_images_and_charts(tmp_path: Path, offline_wandb: None) -> None:
+def test_wandb_gets_the_images_and_charts(
+    tmp_path: Path, offline_wandb: None, wandb_offline_run: Callable[[Path], tuple[Path, list[dict]]]
+) -> None:
     model, dataset, probs = binary_table_case(threshold=0.4)
     labels = dataset.tensors[-1].numpy()
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="lit-dl-test")
     run_test(model, dataset, tmp_path, logger=logger)
     logger.experiment.finish()
 
-    run, records = offline_run_records(tmp_path)
+    run, records = wandb_offline_run(tmp_path)
     logged: dict[str, Any] = {}
     for record in records:
         if record["type"] == "history":
