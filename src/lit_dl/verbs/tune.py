@@ -65,8 +65,6 @@ TRIAL_FILE = "trial.json"
 BEST_DIR = "best"
 # The search-space files shipped with lit_dl (hparams_search=NAME).
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "configs" / "hparams_search"
-# Keys a resumed search may change (besides train's limits): how many trials, how long, how many at once.
-CHANGEABLE_ON_RESUME = ("tune.n_trials", "tune.timeout", "tune.n_jobs")
 # User attributes of a trial: cut off by a stopped search (then tried again), and the trial it retries.
 INTERRUPTED = "interrupted"
 RETRY_OF = "retry_of"
@@ -537,14 +535,8 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
         )
     if not (run_dir / STUDY_FILE).is_file():
         raise ConfigError(f"{run_dir} holds no {STUDY_FILE}: start a new search instead (drop resume=)")
-    old_path = run_dir / "config.yaml"
-    if old_path.is_file():
-        old = OmegaConf.load(old_path)
-        same = copy.deepcopy(cfg)
-        with open_dict(same):
-            for key in CHANGEABLE_ON_RESUME:
-                OmegaConf.update(same, key, OmegaConf.select(old, key, default=None), force_add=True)
-        check_resumed_config(same, run_dir)
+    # (runs.CHANGEABLE_ON_RESUME lets tune.n_trials, tune.timeout and tune.n_jobs change.)
+    check_resumed_config(cfg, run_dir)
 
 
 # ---------------------------------------------------------------------------------------- parallel trials
