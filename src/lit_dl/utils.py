@@ -100,3 +100,11 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 def write_csv(frame: pd.DataFrame, path: str | Path, *, raw: bool = False) -> None:
     """Write ``frame`` as CSV atomically, formula-like text cells neutralised unless ``raw``."""
     atomic_write_text(path, (frame if raw else neutralize_formulas(frame)).to_csv(index=False))
+
+
+def format_number(value: float, spec: str = ".4f") -> str:
+    """``format(value, spec)`` with zero never signed: ``-0.00004`` gives ``0.0000``, not ``-0.0000``."""
+    text = format(value, spec)
+    if text.startswith("-") and any(c.isdigit() for c in text) and not any(c in "123456789" for c in text):
+        return text[1:]
+    return text

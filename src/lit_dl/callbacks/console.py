@@ -18,6 +18,8 @@ import lightning as L
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
+from lit_dl.utils import format_number
+
 log = logging.getLogger("lit_dl")
 
 
@@ -98,8 +100,6 @@ class ProgressBar(RichProgressBar):
 
 def _number(value: Any) -> str:
     try:
-        number = float(value)
+        return format_number(float(value), ".4g")
     except (TypeError, ValueError):
         return str(value)
-    text = f"{number:.4g}"
-    return "0" if text == "-0" else text

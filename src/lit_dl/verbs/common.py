@@ -21,7 +21,7 @@ from lit_dl.checkpoints import load_checkpoint, restore
 from lit_dl.data.spec import DataSource
 from lit_dl.errors import ConfigError
 from lit_dl.tasks.base import Task
-from lit_dl.utils import atomic_write_text, write_json
+from lit_dl.utils import atomic_write_text, format_number, write_json
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +174,6 @@ def print_metrics(metrics: Mapping[str, float], title: str) -> None:
     text = io.StringIO()
     Console(file=text, width=100, color_system=None).print(table)
     log.info(text.getvalue().rstrip())
-
-
-def format_number(value: float) -> str:
-    """Four decimals; ``-0.0000`` (a tiny negative number rounded) is written ``0.0000``."""
-    text = f"{value:.4f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def write_run_config(output_dir: str | Path, cfg: DictConfig) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lit_dl.evaluation.synthetic.fidelity import as_categories
-from lit_dl.utils import atomic_write_text, write_json
+from lit_dl.utils import atomic_write_text, format_number, write_json
 
 MAX_PLOTS = 40
 # Characters of a column name kept in its plot's file name (a file name has at most 255 bytes).
@@ -18,15 +18,8 @@ MAX_STEM = 80
 
 
 def number(value: float, spec: str = ".3f") -> str:
-    """``format(value, spec)`` with zero never signed: ``-0.0004`` gives ``0.000``, not ``-0.000``."""
-    text = format(value, spec)
-    if (
-        text.startswith("-")
-        and any(ch.isdigit() for ch in text)
-        and not any(ch in "123456789" for ch in text)
-    ):
-        return text[1:]
-    return text
+    """A report's figure: three decimals, zero never signed (:func:`lit_dl.utils.format_number`)."""
+    return format_number(value, spec)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
