@@ -11,7 +11,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from lit_dl.data.batching import eval_loader, train_loader
-from lit_dl.errors import DataError
+from lit_dl.errors import ConfigError, DataError
 
 
 def check_split_arguments(val_fraction: float, test_fraction: float, batch_size: int | None = None) -> None:
@@ -88,6 +88,18 @@ def cv_split(
             f"{what}, or a lower data.val_fraction"
         ) from err
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+ON_DEVICE_CHOICES = ("auto", True, False)
+
+
+def on_device_setting(value: bool | str) -> bool | str:
+    """``data.on_device`` checked: ``"auto"``, ``True`` or ``False`` (strings ``"true"``/``"false"`` too)."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "auto"):
+        value = {"true": True, "false": False, "auto": "auto"}[value.lower()]
+    if value not in ON_DEVICE_CHOICES or (value != "auto" and not isinstance(value, bool)):
+        raise ConfigError(f"data.on_device must be auto, true or false, got {value!r}")
+    return value
 
 
 def world(datamodule: L.LightningDataModule) -> tuple[int, int]:

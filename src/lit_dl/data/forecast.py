@@ -28,7 +28,7 @@ from sklearn.model_selection import TimeSeriesSplit
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments
+from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments, on_device_setting
 from lit_dl.data.preprocessing import as_text
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.tables import (
@@ -91,6 +91,8 @@ class ForecastDataModule(InMemoryDataModule):
             line through gaps; smoother, but a gap's fill uses the value after it).
         na_values: cell values that mean "missing".
         batch_size: windows per batch.
+        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
+            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
         cv_folds, cv_fold: cross-validation by rolling origin (``lit-dl cv``): fold ``cv_fold``
             (0-based) of ``cv_folds`` tests on a block of ``test`` steps (``test_steps`` or
             ``test_fraction``) that ends ``(cv_folds - 1 - cv_fold)`` blocks before the end of the
@@ -120,6 +122,7 @@ class ForecastDataModule(InMemoryDataModule):
         fill: FillMethod = "ffill",
         na_values: Sequence[str] = DEFAULT_NA_VALUES,
         batch_size: int = 32,
+        on_device: bool | str = "auto",
         cv_folds: int | None = None,
         cv_fold: int | None = None,
     ) -> None:
@@ -162,6 +165,7 @@ class ForecastDataModule(InMemoryDataModule):
         self.fill = fill
         self.na_values = list(na_values)
         self.batch_size = int(batch_size)
+        self.on_device = on_device_setting(on_device)
         self.cv_folds, self.cv_fold = cv_folds, cv_fold
 
         # Fitted state (restored from a checkpoint by load_state_dict).

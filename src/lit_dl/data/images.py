@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lit_dl.builder import build
-from lit_dl.data.base import InMemoryDataModule, check_split_arguments
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments, on_device_setting
 from lit_dl.data.image_files import (
     CIFAR_FILES,
     IDX_FILES,
@@ -92,6 +92,8 @@ class ImageDataModule(InMemoryDataModule):
 
     Args:
         batch_size: images per batch.
+        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
+            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
         val_fraction: share of the training images held out for validation.
         test_fraction: share of all images used for testing when there is no official test split.
         split_seed: seed of the stratified split.
@@ -112,6 +114,7 @@ class ImageDataModule(InMemoryDataModule):
     def __init__(
         self,
         batch_size: int = 128,
+        on_device: bool | str = "auto",
         val_fraction: float = 0.1,
         test_fraction: float = 0.15,
         split_seed: int = 42,
@@ -129,6 +132,7 @@ class ImageDataModule(InMemoryDataModule):
         check_split_arguments(val_fraction, test_fraction, batch_size)
         self.save_hyperparameters()
         self.batch_size = int(batch_size)
+        self.on_device = on_device_setting(on_device)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)

@@ -23,7 +23,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lit_dl.data.activity import make_activity_frame
-from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments, cv_split
+from lit_dl.data.base import (
+    InMemoryDataModule,
+    check_cv_arguments,
+    check_split_arguments,
+    cv_split,
+    on_device_setting,
+)
 from lit_dl.data.preprocessing import TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.tables import (
@@ -75,6 +81,8 @@ class SequenceDataModule(InMemoryDataModule):
         positive_label: for binary labels, the one that is class 1.
         val_fraction, test_fraction, split_seed: stratified split of the sequences.
         batch_size: sequences per batch.
+        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
+            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
         cv_folds, cv_fold: cross-validation (``lit-dl cv``): fold ``cv_fold`` (0-based) of a seeded
             stratified k-fold split of the ids is the test set (all steps of an id in one fold);
             validation ids (``val_fraction`` of all) come from the other folds; ``test_fraction``
@@ -100,6 +108,7 @@ class SequenceDataModule(InMemoryDataModule):
         test_fraction: float = 0.15,
         split_seed: int = 42,
         batch_size: int = 64,
+        on_device: bool | str = "auto",
         cv_folds: int | None = None,
         cv_fold: int | None = None,
     ) -> None:
@@ -121,6 +130,7 @@ class SequenceDataModule(InMemoryDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.split_seed = int(split_seed)
         self.batch_size = int(batch_size)
+        self.on_device = on_device_setting(on_device)
         self.cv_folds, self.cv_fold = cv_folds, cv_fold
         # Fitted state.
         self.task_type = "classification"

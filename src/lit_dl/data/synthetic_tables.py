@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lit_dl.data.base import InMemoryDataModule, check_split_arguments, world
+from lit_dl.data.base import InMemoryDataModule, check_split_arguments, on_device_setting, world
 from lit_dl.data.batching import TensorBatchDataset, train_loader
 from lit_dl.data.churn_datamodule import EmbeddedChurnTable
 from lit_dl.data.spec import DataSpec
@@ -112,6 +112,8 @@ class SyntheticTableDataModule(InMemoryDataModule):
         max_modes: mixture components per numeric column.
         max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
         batch_size: rows per batch.
+        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
+            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
         sampling: how training rows are drawn: ``uniform`` (shuffled rows; what a VAE learns
             from) or ``conditional`` (CTGAN's training-by-sampling: each row with a condition
             vector, rare categories drawn at the log of their frequency; what the conditional
@@ -134,6 +136,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         max_modes: int = 10,
         max_fit_rows: int = 20000,
         batch_size: int = 500,
+        on_device: bool | str = "auto",
         sampling: str = "uniform",
     ) -> None:
         super().__init__()
@@ -155,6 +158,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         self.split_seed = int(split_seed)
         self.max_modes, self.max_fit_rows = int(max_modes), int(max_fit_rows)
         self.batch_size = int(batch_size)
+        self.on_device = on_device_setting(on_device)
         self.sampling = sampling
 
         # Fitted state (restored from a checkpoint by load_state_dict).

@@ -12,7 +12,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lit_dl.data.base import InMemoryDataModule, check_cv_arguments, check_split_arguments, cv_split
+from lit_dl.data.base import (
+    InMemoryDataModule,
+    check_cv_arguments,
+    check_split_arguments,
+    cv_split,
+    on_device_setting,
+)
 from lit_dl.data.batching import TensorBatchDataset
 from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, encode_classes, fit_classes
 from lit_dl.data.spec import DataSpec
@@ -66,6 +72,8 @@ class TabularDataModule(InMemoryDataModule):
             test set stays the same when you change the training seed).
         categorical_encoding: ``onehot`` or ``embedding``.
         batch_size: rows per batch.
+        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
+            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
         cv_folds, cv_fold: cross-validation (``lit-dl cv``): fold ``cv_fold`` (0-based) of a seeded
             k-fold split of the rows, stratified like the ordinary split, is the test set; validation
             rows (``val_fraction`` of all rows) come from the other folds; ``test_fraction`` is unused.
@@ -91,6 +99,7 @@ class TabularDataModule(InMemoryDataModule):
         split_seed: int = 42,
         categorical_encoding: Encoding = "onehot",
         batch_size: int = 256,
+        on_device: bool | str = "auto",
         cv_folds: int | None = None,
         cv_fold: int | None = None,
     ) -> None:
@@ -134,6 +143,7 @@ class TabularDataModule(InMemoryDataModule):
         self.split_seed = int(split_seed)
         self.categorical_encoding = categorical_encoding
         self.batch_size = int(batch_size)
+        self.on_device = on_device_setting(on_device)
         self.cv_folds, self.cv_fold = cv_folds, cv_fold
 
         # Fitted state (restored from a checkpoint by load_state_dict).
