@@ -91,8 +91,9 @@ class ForecastDataModule(InMemoryDataModule):
             line through gaps; smoother, but a gap's fill uses the value after it).
         na_values: cell values that mean "missing".
         batch_size: windows per batch.
-        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
-            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
+        on_device: keep the prepared tensors on the training device: ``auto`` (on a GPU when they
+            fit in an eighth of its memory), ``true`` or ``false``
+            (:class:`~lit_dl.data.batching.TensorBatchLoader`).
         cv_folds, cv_fold: cross-validation by rolling origin (``lit-dl cv``): fold ``cv_fold``
             (0-based) of ``cv_folds`` tests on a block of ``test`` steps (``test_steps`` or
             ``test_fraction``) that ends ``(cv_folds - 1 - cv_fold)`` blocks before the end of the

@@ -92,8 +92,9 @@ class ImageDataModule(InMemoryDataModule):
 
     Args:
         batch_size: images per batch.
-        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
-            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
+        on_device: keep the prepared tensors on the training device: ``auto`` (on a GPU when they
+            fit in an eighth of its memory), ``true`` or ``false``
+            (:class:`~lit_dl.data.batching.TensorBatchLoader`).
         val_fraction: share of the training images held out for validation.
         test_fraction: share of all images used for testing when there is no official test split.
         split_seed: seed of the stratified split.

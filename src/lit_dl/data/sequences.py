@@ -81,8 +81,9 @@ class SequenceDataModule(InMemoryDataModule):
         positive_label: for binary labels, the one that is class 1.
         val_fraction, test_fraction, split_seed: stratified split of the sequences.
         batch_size: sequences per batch.
-        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
-            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
+        on_device: keep the prepared tensors on the training device: ``auto`` (on a GPU when they
+            fit in an eighth of its memory), ``true`` or ``false``
+            (:class:`~lit_dl.data.batching.TensorBatchLoader`).
         cv_folds, cv_fold: cross-validation (``lit-dl cv``): fold ``cv_fold`` (0-based) of a seeded
             stratified k-fold split of the ids is the test set (all steps of an id in one fold);
             validation ids (``val_fraction`` of all) come from the other folds; ``test_fraction``

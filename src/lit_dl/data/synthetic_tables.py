@@ -112,8 +112,9 @@ class SyntheticTableDataModule(InMemoryDataModule):
         max_modes: mixture components per numeric column.
         max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
         batch_size: rows per batch.
-        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
-            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
+        on_device: keep the prepared tensors on the training device: ``auto`` (on a GPU when they
+            fit in an eighth of its memory), ``true`` or ``false``
+            (:class:`~lit_dl.data.batching.TensorBatchLoader`).
         sampling: how training rows are drawn: ``uniform`` (shuffled rows; what a VAE learns
             from) or ``conditional`` (CTGAN's training-by-sampling: each row with a condition
             vector, rare categories drawn at the log of their frequency; what the conditional

@@ -72,8 +72,9 @@ class TabularDataModule(InMemoryDataModule):
             test set stays the same when you change the training seed).
         categorical_encoding: ``onehot`` or ``embedding``.
         batch_size: rows per batch.
-        on_device: keep the prepared tensors on the training device (``auto``: on a GPU when they
-            fit in an eighth of its memory; ``true``; ``false``), see :class:`~lit_dl.data.batching.TensorBatchLoader`.
+        on_device: keep the prepared tensors on the training device: ``auto`` (on a GPU when they
+            fit in an eighth of its memory), ``true`` or ``false``
+            (:class:`~lit_dl.data.batching.TensorBatchLoader`).
         cv_folds, cv_fold: cross-validation (``lit-dl cv``): fold ``cv_fold`` (0-based) of a seeded
             k-fold split of the rows, stratified like the ordinary split, is the test set; validation
             rows (``val_fraction`` of all rows) come from the other folds; ``test_fraction`` is unused.
