@@ -78,3 +78,16 @@ def test_allow_unused_parameters_sets_the_ddp_flag() -> None:
     assert ddp.strategy._ddp_kwargs["find_unused_parameters"] is True
     single = cpu_trainer()
     compat.allow_unused_parameters(single)  # other strategies are left alone
+
+
+def test_logs_this_step_follows_log_every_n_steps() -> None:
+    seen: list[tuple[int, bool]] = []
+
+    class Recorder(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            seen.append((trainer.global_step, compat.logs_this_step(trainer)))
+
+    trainer = cpu_trainer(max_steps=7, log_every_n_steps=3, limit_val_batches=0, callbacks=[Recorder()])
+    trainer.fit(BoringModel())
+    # Lightning writes step metrics after steps 3 and 6 (global_step 2 and 5 at the batch's start).
+    assert [step for step, logs in seen if logs] == [2, 5]

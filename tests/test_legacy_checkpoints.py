@@ -70,10 +70,13 @@ def test_legacy_eval_reproduces_its_metrics(name: str, tmp_path: Path) -> None:
     expected = json.loads((FIXTURES / f"{name}.eval_metrics.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= set(expected)
+    # rel 1e-4: float32 sums of a CNN's convolutions differ by ~1e-5 between installs of the same
+    # torch; a migration that lost or changed a weight moves these metrics by far more. A VAE's test
+    # loss is a one-draw Monte-Carlo ELBO from the global random stream, which 0.1's evaluation
+    # loaders also drew from (a DataLoader takes a number for its workers) and today's do not: 1%.
+    rel = 1e-2 if name in DRAWN else 1e-4
     for key, value in expected.items():
-        # (rel 1e-4: float32 sums of a CNN's convolutions differ by ~1e-5 between installs of the same
-        # torch; a migration that lost or changed a weight moves these metrics by far more.)
-        assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+        assert metrics[key] == pytest.approx(value, rel=rel, abs=1e-6, nan_ok=True), key
 
 
 @pytest.mark.parametrize("name", sorted(PREDICT_INPUTS))

@@ -102,3 +102,15 @@ def allow_unused_parameters(trainer: Any) -> None:
     strategy = getattr(trainer, "strategy", None)
     if isinstance(strategy, DDPStrategy):
         strategy._ddp_kwargs["find_unused_parameters"] = True
+
+
+def logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether the loggers write step metrics after this training step (``log_every_n_steps``):
+    step scalars are handed to Lightning only then (Lightning 2.6's own rule, a private property)."""
+    if trainer.fast_dev_run:
+        return True
+    connector = getattr(trainer, "_logger_connector", None)
+    try:
+        return bool(connector.should_update_logs)
+    except AttributeError:  # another Lightning release: log every step, as Lightning would accept
+        return True

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lit_dl.data import TensorBatchDataset, batch_loader
+from lit_dl.data.batching import EpochShuffleSampler, TensorBatchLoader
 
 
 def make_dataset(n: int = 23) -> TensorBatchDataset:
@@ -97,3 +98,70 @@ def test_train_loader_drops_a_last_batch_of_one_row() -> None:
     assert [len(b[0]) for b in train_loader(dataset, 256)] == [256]  # batch norm cannot train on one row
     dataset = TensorBatchDataset(torch.arange(258).float())
     assert sorted(len(b[0]) for b in train_loader(dataset, 256)) == [2, 256]
+
+
+def epoch_rows(loader: TensorBatchLoader, epoch: int) -> list[int]:
+    loader.sampler.set_epoch(epoch)  # what Lightning calls before each epoch
+    return torch.cat([y for *_, y in loader]).tolist()
+
+
+def test_tensor_batch_loader_reads_every_row_once_in_a_new_seeded_order_each_epoch():
+    ds = make_dataset(50)
+    loader = TensorBatchLoader(ds, batch_size=8, shuffle=True, seed=3)
+    assert len(loader) == 7 and [len(b[2]) for b in loader] == [8] * 6 + [2]
+    orders = [epoch_rows(loader, epoch) for epoch in (0, 1, 0)]
+    assert sorted(orders[0]) == list(range(50)) and sorted(orders[1]) == list(range(50))
+    assert orders[0] != orders[1] and orders[0] == orders[2]  # new each epoch, a function of seed + epoch
+    assert orders[0] != epoch_rows(TensorBatchLoader(ds, 8, shuffle=True, seed=4), 0)
+    # The order of the DataLoader path (EpochShuffleSampler) for the same seed and epoch.
+    sampler = EpochShuffleSampler(range(50), seed=3)
+    sampler.set_epoch(1)
+    assert orders[1] == list(sampler)
+    for x_num, x_cat, y in loader:  # rows stay together
+        assert torch.equal(x_num, ds.tensors[0][y]) and torch.equal(x_cat, ds.tensors[1][y])
+
+
+def test_tensor_batch_loader_evaluation_is_in_order_and_keeps_a_one_row_batch():
+    loader = TensorBatchLoader(make_dataset(17), batch_size=8, shuffle=False)
+    assert epoch_rows(loader, 0) == list(range(17)) and len(loader) == 3
+    assert TensorBatchLoader(make_dataset(17), batch_size=8, shuffle=True).drop_last  # 8 + 8 + 1
+
+
+def test_tensor_batch_loader_moves_the_data_once_and_makes_batches_on_the_device():
+    ds = make_dataset(20)
+    loader = TensorBatchLoader(ds, batch_size=8, shuffle=True, device="meta")
+    assert all(t.device.type == "meta" for t in loader.dataset.tensors)
+    assert ds.tensors[0].device.type == "cpu"  # the datamodule's own copy stays where it was
+    batches = list(loader)
+    assert all(t.device.type == "meta" for b in batches for t in b)
+    assert [len(b[0]) for b in batches] == [8, 8, 4]
+    assert TensorBatchLoader(ds, 8, shuffle=False, device="cpu").dataset is ds  # nothing to move
+
+
+def test_on_device_auto_puts_data_on_a_gpu_only_when_it_fits(monkeypatch):
+    from types import SimpleNamespace
+
+    from lit_dl.data import ChurnDataModule
+    from lit_dl.errors import ConfigError
+
+    datamodule = ChurnDataModule(n_rows=400)
+    datamodule.setup("fit")
+    needed = sum(t.numel() * t.element_size() for d in datamodule.datasets.values() for t in d.tensors)
+    memory = {"total": 8 * needed}
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=memory["total"])
+    )
+
+    def device_for(setting, device: str):  # type: ignore[no-untyped-def]
+        datamodule.on_device = setting
+        datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        return datamodule.data_device()
+
+    assert device_for("auto", "cuda:0") == torch.device("cuda:0")  # an eighth of the memory: fits
+    memory["total"] = 8 * needed - 1
+    assert device_for("auto", "cuda:0") is None  # too big for auto ...
+    assert device_for(True, "cuda:0") == torch.device("cuda:0")  # ... but asked for
+    assert device_for(False, "cuda:0") is None
+    assert device_for(True, "cpu") is None  # host memory already
+    with pytest.raises(ConfigError, match="data.on_device must be auto, true or false"):
+        ChurnDataModule(n_rows=400, on_device="gpu")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_dl.data import TensorBatchDataset
-from lit_dl.data.batching import eval_loader, train_loader
+from lit_dl.data.batching import TensorBatchLoader
 from lit_dl.data.text import EpochOffsetSampler, TextStreams
 from lit_dl.distributed import launch_rank, rank_overrides
 from lit_dl.errors import ConfigError
@@ -25,20 +25,39 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+def loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, rank: int, world_size: int = 2):
+    return TensorBatchLoader(dataset, batch_size, shuffle=shuffle, seed=5, rank=rank, world_size=world_size)
+
+
 def test_eval_shares_cover_every_row_once_with_uneven_counts() -> None:
     dataset = TensorBatchDataset(torch.arange(153))
-    shares = [
-        torch.cat([b[0] for b in eval_loader(dataset, 76, rank, world_size=2)]).tolist() for rank in (0, 1)
-    ]
+    shares = [torch.cat([b[0] for b in loader(dataset, 76, False, rank)]).tolist() for rank in (0, 1)]
     assert sorted(shares[0] + shares[1]) == list(range(153))  # no padding copies
     assert [len(s) for s in shares] == [77, 76]
-    assert [len(list(eval_loader(dataset, 76, rank, 2))) for rank in (0, 1)] == [2, 1]
+    assert [len(list(loader(dataset, 76, False, rank))) for rank in (0, 1)] == [2, 1]
+
+
+def test_training_shares_are_disjoint_equal_and_torch_distributed_sampler_order() -> None:
+    dataset = TensorBatchDataset(torch.arange(101))
+    for epoch in (0, 3):
+        shares = []
+        for rank in (0, 1):
+            rows = loader(dataset, 16, True, rank)
+            rows.sampler.set_epoch(epoch)
+            shares.append(torch.cat([b[0] for b in rows]).tolist())
+            # The order torch's DistributedSampler gives (and lit_dl's loaders gave before): old runs resume.
+            reference = torch.utils.data.DistributedSampler(dataset, 2, rank, shuffle=True, seed=5)
+            reference.set_epoch(epoch)
+            assert shares[-1] == list(reference)
+        assert len(shares[0]) == len(shares[1]) == 51  # equal step counts: no process waits for another
+        assert set(shares[0]) | set(shares[1]) == set(range(101))  # one padding row repeats
 
 
 def test_one_row_last_batch_rule_looks_at_each_process_share() -> None:
     dataset = TensorBatchDataset(torch.arange(258))  # 129 rows a process: 128 + 1
-    assert train_loader(dataset, 128, world_size=1).drop_last is False  # 258 = 2 x 128 + 2
-    assert train_loader(dataset, 128, world_size=2).drop_last is True
+    assert loader(dataset, 128, True, 0, world_size=1).drop_last is False  # 258 = 2 x 128 + 2
+    assert loader(dataset, 128, True, 0, world_size=2).drop_last is True
+    assert loader(dataset, 128, False, 0, world_size=2).drop_last is False  # evaluation keeps every row
 
 
 def test_text_streams_of_two_processes_are_the_streams_of_one() -> None:

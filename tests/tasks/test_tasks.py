@@ -328,10 +328,53 @@ def test_finite_loss_guard_stops_on_divergence():
     assert fit.global_step <= 3  # one batch per epoch: stopped within the first few of 10 epochs
 
 
-def test_finite_loss_guard_checks_only_every_n_steps():
+def test_finite_loss_guard_deferred_check_still_stops_before_the_epoch_ends():
+    # The accelerator mode (no host sync per step): the first NaN is recorded on the device and looked
+    # at later, here at the end of the epoch (before any checkpoint), naming the step it appeared at.
     ds = classification_data(2, n=64)
     x = ds.tensors[0].clone()
     x[0, 0] = float("nan")
-    fit = trainer(max_epochs=1, callbacks=[FiniteLossGuard(check_every_n_steps=1000)])
-    fit.fit(classifier(2), train_dataloaders=loader(dataset(x, ds.tensors[2])))  # no look, no error
-    assert fit.global_step == 1
+    fit = trainer(max_epochs=1, callbacks=[FiniteLossGuard(check_every_n_steps=1000, defer=True)])
+    with pytest.raises(TrainingError, match=r"became nan at epoch 0, step 1;"):
+        fit.fit(classifier(2), train_dataloaders=loader(dataset(x, ds.tensors[2])))
+    assert fit.global_step == 1  # one batch of 64 rows: the check came at the epoch end
+
+
+
+
+class CSVRows(L.Callback):
+    """The metrics Lightning hands its loggers, per call (what a CSV or W&B logger would write)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        rows = self.rows
+
+        class Logger(L.pytorch.loggers.logger.DummyLogger):
+            def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+                rows.append({**metrics, "step": step})
+
+        trainer.loggers = [Logger()]
+
+
+def test_lean_logging_step_scalars_every_n_steps_and_exact_epoch_means():
+    ds = classification_data(2, n=256)
+    rows = CSVRows()
+    fit = trainer(max_epochs=2, log_every_n_steps=2, callbacks=[rows])
+    model = classifier(2)
+    losses: list[float] = []
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+            losses.append(float(outputs["loss"]))
+
+    fit.callbacks.append(Losses())
+    fit.fit(model, train_dataloaders=loader(ds, shuffle=True), val_dataloaders=loader(ds))
+    step_rows = [r for r in rows.rows if "train/loss_step" in r]
+    assert [r["step"] for r in step_rows] == [1, 3, 5, 7]  # 4 batches an epoch, every 2nd step written
+    assert [r["train/loss_step"] for r in step_rows] == pytest.approx(losses[1::2], rel=1e-6)
+    epoch_means = [r["train/loss_epoch"] for r in rows.rows if "train/loss_epoch" in r]
+    assert epoch_means == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-6)  # equal batches
+    assert "train/accuracy" in fit.callback_metrics and "val/auroc" in fit.callback_metrics
+    assert fit.callback_metrics["train/loss"] == pytest.approx(epoch_means[-1])  # for monitor=train/loss

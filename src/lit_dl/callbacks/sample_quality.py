@@ -10,6 +10,7 @@ same figures between two disjoint sets of real images.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,14 +131,32 @@ class SampleQuality(L.Callback):
         return locate_or_train(trainer.datamodule, path, max_epochs=self.train_epochs, seed=self.seed)
 
     # ------------------------------------------------------------ hooks
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        start = getattr(self, "_epoch_start", None)
+        self._training_seconds = time.perf_counter() - start if start is not None else None
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         fitting = trainer.state.fn == "fit"
         if fitting and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        started = time.perf_counter()
         figures = self._measure(trainer, pl_module, "val")
         self._log(pl_module, "val", figures)
+        # What measuring costs beside training (budget: a tenth of an epoch's training time).
+        seconds, training = time.perf_counter() - started, getattr(self, "_training_seconds", None)
+        pl_module.log("val/sample_quality_seconds", seconds, on_epoch=True, sync_dist=False)
+        if fitting and training:
+            log.info(
+                "sample quality took %.2f s, %.0f%% of the epoch's %.1f s of training",
+                seconds,
+                100 * seconds / training,
+                training,
+            )
         if fitting:
             self.history[trainer.current_epoch] = figures
             self._write(trainer)

@@ -10,7 +10,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from lit_dl.data.batching import eval_loader, train_loader
+from lit_dl.data.batching import TensorBatchLoader, tensor_bytes
 from lit_dl.errors import ConfigError, DataError
 
 
@@ -108,29 +108,66 @@ def world(datamodule: L.LightningDataModule) -> tuple[int, int]:
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
+def device_for_data(trainer: L.Trainer | None, on_device: bool | str, nbytes: int) -> torch.device | None:
+    """Where a datamodule's ``nbytes`` of prepared tensors live in training: the accelerator when
+    ``on_device`` is true, or ``auto`` and they take at most an eighth of a GPU's memory; None
+    (host memory) otherwise, and always on the CPU."""
+    if trainer is None or on_device is False:
+        return None
+    device = trainer.strategy.root_device
+    if device.type == "cpu":
+        return None  # the tensors are in host memory already
+    if on_device == "auto":
+        if device.type != "cuda":
+            return None
+        return device if nbytes <= torch.cuda.get_device_properties(device).total_memory / 8 else None
+    return device
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """A datamodule whose ``setup`` fills ``self.datasets["train" | "val" | "test"]``.
 
-    Each dataset is indexed a whole batch at a time (``__getitems__``); training
-    batches are shuffled in an order set by the run's seed and the epoch (a resumed run sees the
-    batches an uninterrupted one would). ``batch_size`` is
-    per process: under DDP Lightning gives each process its share of the training rows
-    (``DistributedSampler``), and validation and test rows are shared without repeats
-    (:func:`~lit_dl.data.batching.eval_loader`), so metrics cover each row exactly once.
+    Batches come from :class:`~lit_dl.data.batching.TensorBatchLoader`: one indexing operation
+    per batch, with the tensors on the training device when ``on_device`` says so (``auto``: on a
+    GPU when every split together takes at most an eighth of its memory). Training batches are
+    shuffled in an order set by the run's seed and the epoch (a resumed run sees the batches an
+    uninterrupted one would). ``batch_size`` is per process: under DDP each process reads its
+    share of the training rows (the order of torch's ``DistributedSampler``), and validation and
+    test rows are shared without repeats, so metrics cover each row exactly once.
     """
 
     datasets: dict[str, Dataset]
     batch_size: int
+    on_device: bool | str = "auto"
     # How data.cv_folds / data.cv_fold make folds (``lit-dl cv``), in words; None: no cross-validation.
     cv_kind: ClassVar[str | None] = None
 
-    def train_dataloader(self) -> DataLoader:
-        # The seed is the run's (seed_everything(seed) sets torch.initial_seed()).
-        seed = torch.initial_seed() % 2**63
-        return train_loader(self.datasets["train"], self.batch_size, seed=seed, world_size=world(self)[1])
+    def data_device(self) -> torch.device | None:
+        """The device batches are made on: the trainer's accelerator when ``on_device`` allows, else None."""
+        needed = sum(tensor_bytes(d) for d in getattr(self, "datasets", {}).values())
+        return device_for_data(self.trainer, self.on_device, needed)
 
-    def val_dataloader(self) -> DataLoader:
-        return eval_loader(self.datasets["val"], self.batch_size, *world(self))
+    def loader(self, stage: str) -> TensorBatchLoader:
+        """Batches of one split for this process (training: shuffled per epoch, unless overfitting)."""
+        rank, world_size = world(self)
+        trainer = self.trainer
+        shuffle = stage == "train" and not (trainer is not None and trainer.overfit_batches > 0)
+        return TensorBatchLoader(
+            self.datasets[stage],
+            self.batch_size,
+            shuffle=shuffle,
+            # The run's seed (seed_everything(seed) sets torch.initial_seed()).
+            seed=torch.initial_seed() % 2**63,
+            rank=rank,
+            world_size=world_size,
+            device=self.data_device(),
+        )
 
-    def test_dataloader(self) -> DataLoader:
-        return eval_loader(self.datasets["test"], self.batch_size, *world(self))
+    def train_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> TensorBatchLoader | DataLoader:
+        return self.loader("test")

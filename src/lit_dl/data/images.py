@@ -10,6 +10,7 @@ entries, is applied to training images only, image by image.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import shutil
@@ -78,10 +79,18 @@ class InMemoryImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         return tuple(t[0] for t in self.__getitems__([index]))
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
+    def __getitems__(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self._prepare(self.images[index])
         return (images,) if self.labels is None else (images, self.labels[index])
+
+    def to(self, device: torch.device | str) -> InMemoryImageDataset:
+        """The same images (and their normalisation) on ``device``; batches are then made there."""
+        moved = copy.copy(self)
+        moved.images = self.images.to(device)
+        moved.labels = None if self.labels is None else self.labels.to(device)
+        moved.mean, moved.std = self.mean.to(device), self.std.to(device)
+        return moved
 
 
 class ImageDataModule(InMemoryDataModule):

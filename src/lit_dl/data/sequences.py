@@ -57,11 +57,16 @@ class PaddedSequenceDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         return tuple(t[0] for t in self.__getitems__([index]))
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
+    def __getitems__(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
         lengths = self.lengths[index]
         x = self.x[index, : int(lengths.max())]
         return (x, lengths) if self.y is None else (x, lengths, self.y[index])
+
+    def to(self, device: torch.device | str) -> PaddedSequenceDataset:
+        """The same sequences on ``device`` (cutting a batch to its longest one reads a number back)."""
+        y = None if self.y is None else self.y.to(device)
+        return PaddedSequenceDataset(self.x.to(device), self.lengths.to(device), y)
 
 
 class SequenceDataModule(InMemoryDataModule):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lit_dl.data.base import check_split_arguments, world
+from lit_dl.data.base import check_split_arguments, device_for_data, on_device_setting, world
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.tables import absolute
 from lit_dl.errors import DataError
@@ -211,6 +211,8 @@ class CharTextDataModule(L.LightningDataModule):
             (and take more sequential steps). Reduced for short spans, so each holds a chunk.
         val_fraction, test_fraction: shares of the text, taken from its end: ``train | val | test``.
         min_char_count: characters seen fewer times in the training span count as unknown.
+        on_device: keep the text on the training device: ``auto`` (on a GPU when it fits in an
+            eighth of its memory), ``true`` or ``false``.
     """
 
     task_type: ClassVar[str] = "language_model"
@@ -225,6 +227,7 @@ class CharTextDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         min_char_count: int = 1,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -248,6 +251,7 @@ class CharTextDataModule(L.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.min_char_count = min_char_count
+        self.on_device = on_device_setting(on_device)
 
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.vocabulary: str | None = None
@@ -329,6 +333,10 @@ class CharTextDataModule(L.LightningDataModule):
     def streams(self, stage: str) -> TextStreams:
         """This process's streams of one span (:class:`TextStreams`); ``batch_size`` rows in training."""
         tokens = self.datasets[stage]
+        nbytes = sum(t.numel() * t.element_size() for t in self.datasets.values())
+        device = device_for_data(self.trainer, self.on_device, nbytes)
+        if device is not None:  # chunks are then cut on the device: no copy per step
+            tokens = tokens.to(device)
         rank, world_size = world(self)
         if stage == "train":
             rows, max_offset, drop_last = self.batch_size * world_size, self.seq_len - 1, True

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import Metric, MetricCollection
 
 from lit_dl.builder import build, build_partial
-from lit_dl.compat import trainer_or_none
+from lit_dl.compat import logs_this_step, trainer_or_none
 from lit_dl.data.spec import DataSpec
 from lit_dl.errors import CheckpointError, ConfigError
 from lit_dl.utils import to_plain
@@ -80,11 +80,21 @@ class Task(L.LightningModule):
             self.hparams[key] = to_plain(value)
         self.data_spec = DataSpec.coerce(data)
         self.check_data(self.data_spec)
-        # MeanMetric per logged epoch mean (log_mean), made on first use.
-        self.epoch_means = nn.ModuleDict()
+        # Epoch sums of log_mean and metrics of log_epoch_metrics, per stage (see "logging" below).
+        self._epoch_sums: dict[str, dict[str, list[Any]]] = {}
+        self._epoch_metrics: dict[str, dict[int, tuple[Metric | MetricCollection, bool]]] = {}
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` twice around every hook it calls, some 40 times a
+        # training step; nn.Module.__setattr__ looks through parameters, buffers and submodules each
+        # time (~0.1 ms a step, 4% of a small MLP's). It is a plain attribute: set it directly.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------ extension points
     def check_data(self, spec: DataSpec | None) -> None:
@@ -168,39 +178,95 @@ class Task(L.LightningModule):
         check_weights(self, checkpoint)
 
     # ------------------------------------------------------------ logging
+    # The lean hot path. Lightning's ``self.log`` costs tens of microseconds a call and a logged
+    # metric object is computed by Lightning's machinery every step; with a small model that is
+    # as much as the step itself. So a step only adds to sums kept on the device (no host
+    # synchronisation): step scalars are handed to Lightning on the steps its loggers write
+    # (``trainer.log_every_n_steps``), and epoch means and metric collections are computed once
+    # per epoch (summed over the processes under DDP). Subclasses that override
+    # ``on_train_batch_end`` or the ``on_*_epoch_end`` hooks call ``super()``.
+
     def log_mean(
         self, name: str, value: Tensor, batch_size: int, on_step: bool = False, prog_bar: bool = False
     ) -> None:
-        """Log ``value`` per step (optionally) and as its batch-size-weighted mean over the epoch.
+        """Log the batch-size-weighted mean of ``value`` over the epoch as ``name`` (``<name>_epoch``
+        when also logged per step), and with ``on_step`` this step's value as ``<name>_step``.
 
-        The epoch mean goes through a :class:`~torchmetrics.MeanMetric`, so under DDP it covers
-        every process exactly even when they see unequal numbers of rows
-        (``self.log(..., sync_dist=True)`` of a tensor does not: Lightning 2.6 averages its
-        integer row count, https://github.com/Lightning-AI/pytorch-lightning/issues/21859).
-        A single process logging a training step skips the metric's bookkeeping.
+        The epoch mean is exact under DDP even when processes see unequal numbers of rows
+        (``self.log(..., sync_dist=True)`` of a tensor is not: Lightning 2.6 averages its integer row
+        count, https://github.com/Lightning-AI/pytorch-lightning/issues/21859).
         """
         value = value.detach().float()
+        stage = name.partition("/")[0]
+        sums = self._epoch_sums.setdefault(stage, {})
+        entry = sums.get(name)
+        if entry is None:
+            zero = torch.zeros((), device=value.device)
+            entry = sums[name] = [zero.clone(), zero.clone(), on_step, prog_bar]
+        entry[0] += value * batch_size
+        entry[1] += batch_size
+        if on_step and self._logs_this_step():
+            self.log(
+                f"{name}_step", value, on_step=True, on_epoch=False, prog_bar=prog_bar, batch_size=batch_size
+            )
+
+    def log_epoch_metrics(
+        self, stage: str, metrics: Metric | MetricCollection, prog_bar: bool = False
+    ) -> None:
+        """Log ``metrics`` (updated by the caller this step) once, computed at the end of the ``stage`` epoch.
+
+        Metric collections are logged under their own (prefixed) names, a single metric under
+        ``stage/<attribute name>`` unless given through a collection.
+        """
+        self._epoch_metrics.setdefault(stage, {})[id(metrics)] = (metrics, prog_bar)
+
+    def _logs_this_step(self) -> bool:
         trainer = trainer_or_none(self)
-        if on_step and (trainer is None or trainer.world_size == 1) and name.startswith("train/"):
-            self.log(name, value, on_step=True, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size)
-            return
-        key = name.replace("/", "_")
-        if key not in self.epoch_means:
-            self.epoch_means[key] = MeanMetric().to(self.device)
-        mean = self.epoch_means[key]
-        if on_step:
-            mean(value, batch_size)  # forward: this step's value, and the running mean
-        else:
-            mean.update(value, batch_size)
-        self.log(
-            name,
-            mean,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=prog_bar,
-            batch_size=batch_size,
-            metric_attribute=f"epoch_means.{key}",  # made after Lightning listed the metric attributes
-        )
+        return trainer is None or logs_this_step(trainer)
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log the ``stage`` epoch's means and metrics, then start the next epoch from zero."""
+        sums = self._epoch_sums.pop(stage, {})
+        if sums:
+            names = sorted(sums)
+            totals = torch.stack([torch.stack([sums[n][0], sums[n][1]]) for n in names])
+            trainer = trainer_or_none(self)
+            if trainer is not None and trainer.world_size > 1:
+                totals = trainer.strategy.reduce(totals, reduce_op="sum")
+            for name, (total, rows) in zip(names, totals, strict=True):
+                on_step, prog_bar = sums[name][2], sums[name][3]
+                mean = total / rows.clamp_min(1)
+                if on_step:  # as Lightning names a metric logged per step and per epoch
+                    self.log(f"{name}_epoch", mean, on_step=False, on_epoch=True)
+                # (also) the plain name, which callbacks such as ModelCheckpoint(monitor=...) read
+                self.log(name, mean, on_step=False, on_epoch=True, prog_bar=prog_bar, logger=not on_step)
+        for metrics, prog_bar in self._epoch_metrics.pop(stage, {}).values():
+            values = metrics.compute()  # every process takes part (torchmetrics syncs the states)
+            if not isinstance(values, dict):
+                values = {metrics_name(self, metrics, stage): values}
+            values = {k: v.float() for k, v in values.items()}
+            self.log_dict(values, on_step=False, on_epoch=True, prog_bar=prog_bar)
+            metrics.reset()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After the epoch's last training batch (or the one a stop request ends it at), log the epoch.
+
+        Logged here rather than in ``on_train_epoch_end``, which Lightning calls after validation and
+        after the callbacks' own ``on_train_epoch_end`` (the epoch line of the progress bar reads them).
+        """
+        trainer = trainer_or_none(self)
+        if trainer is not None and (batch_idx + 1 >= trainer.num_training_batches or trainer.should_stop):
+            self._log_epoch("train")
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums.pop("train", None)
+        self._epoch_metrics.pop("train", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     # ------------------------------------------------------------ reporting
     def summarize(self, metrics: dict[str, float]) -> str | None:
@@ -250,3 +316,12 @@ def softmax_or_sigmoid(logits: Tensor) -> Tensor:
         p = torch.sigmoid(logits.squeeze(-1).float())
         return torch.stack([1 - p, p], dim=-1)
     return torch.softmax(logits.float(), dim=-1)
+
+
+def metrics_name(module: nn.Module, metric: Metric, stage: str) -> str:
+    """``stage/<attribute>`` of a single metric logged through :meth:`Task.log_epoch_metrics`."""
+    for name, child in module.named_modules():
+        if child is metric:
+            attribute = name.rpartition(".")[2]
+            return f"{stage}/{attribute.removeprefix(stage + '_')}"
+    return f"{stage}/{type(metric).__name__.lower()}"

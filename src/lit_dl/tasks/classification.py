@@ -327,6 +327,7 @@ class ClassificationTask(SupervisedTask):
 
     def on_validation_epoch_end(self) -> None:
         """Choose the decision threshold on this validation epoch (in training, after the sanity check)."""
+        super().on_validation_epoch_end()
         if not self.is_binary or self.threshold_curve is None:
             return
         fitting = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
@@ -357,10 +358,11 @@ class ClassificationTask(SupervisedTask):
         if self.is_binary:
             target = self.split_batch(batch)[1]
             self.test_threshold_metrics.update(self.decide(outputs["predictions"]), target.long())
-            self.log_dict(self.test_threshold_metrics, on_step=False, on_epoch=True, batch_size=len(target))
+            self.log_epoch_metrics("test", self.test_threshold_metrics)
         return outputs
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         if self.is_binary:
             self.log("test/threshold", self.decision_threshold.float(), sync_dist=True)
 

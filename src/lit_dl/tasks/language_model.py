@@ -142,6 +142,7 @@ class LanguageModelTask(SupervisedTask):
         return loss, nll.detach()
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._states["train"] = None
 
     def on_validation_epoch_start(self) -> None:

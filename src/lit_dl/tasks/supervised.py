@@ -107,6 +107,11 @@ class SupervisedTask(Task):
             metrics = self.default_metrics()
         names = self.train_metric_names(metrics) if self.hparams.get("train_metrics", True) else []
         self.train_metrics = MetricCollection({n: metrics[n] for n in names}).clone(prefix="train/")
+        for metric in self.train_metrics.values():
+            # The checks of the inputs read tensors back to the host every step (a GPU sync); the
+            # same inputs are checked in validation, which keeps them.
+            if hasattr(metric, "validate_args"):
+                metric.validate_args = False
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -165,16 +170,10 @@ class SupervisedTask(Task):
         batch_size: int,
         metrics_on_bar: bool = False,
     ) -> None:
-        """Log the loss (per step in training, per epoch always) and the metric objects (per epoch)."""
+        """Log the loss (per step in training, per epoch always) and the metrics (per epoch)."""
         self.log_mean(f"{stage}/loss", loss, batch_size, on_step=stage == "train", prog_bar=True)
         if len(metrics):
-            self.log_dict(
-                metrics,
-                on_step=False,
-                on_epoch=True,
-                batch_size=batch_size,
-                prog_bar=metrics_on_bar and stage != "train",
-            )
+            self.log_epoch_metrics(stage, metrics, prog_bar=metrics_on_bar and stage != "train")
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")[0]

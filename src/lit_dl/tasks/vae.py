@@ -150,7 +150,7 @@ class VAETask(ImageGenerativeTask):
         for name, value in (("nelbo", nelbo), ("recon", recon), ("kl", kl)):
             metrics[name].update(value.detach())
         self.log_mean(f"{stage}/loss", loss, len(x), on_step=stage == "train", prog_bar=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=len(x))
+        self.log_epoch_metrics(stage, metrics)
         return loss, nelbo.detach()
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
@@ -164,13 +164,14 @@ class VAETask(ImageGenerativeTask):
         x = batch[0]
         if self.hparams.nll_samples:
             self.test_nll.update(self.importance_nll(x, self.hparams.nll_samples))
-            self.log("test/nll", self.test_nll, on_epoch=True, batch_size=len(x))
+            self.log_epoch_metrics("test", self.test_nll)
         if self.anomaly_scores is not None and len(batch) > 1:
             anomalous = torch.isin(batch[1], torch.tensor(self.anomaly_classes, device=x.device))
             self.anomaly_scores.update(nelbo.double())
             self.anomaly_labels.update(anomalous.long())
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         if self.anomaly_scores is None or not self.anomaly_scores.update_called:
             return
         scores, labels = self.anomaly_scores.compute(), self.anomaly_labels.compute()
