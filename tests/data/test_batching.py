@@ -163,5 +163,5 @@ def test_on_device_auto_puts_data_on_a_gpu_only_when_it_fits(monkeypatch):
     assert device_for(True, "cuda:0") == torch.device("cuda:0")  # ... but asked for
     assert device_for(False, "cuda:0") is None
     assert device_for(True, "cpu") is None  # host memory already
-    with pytest.raises(ConfigError, match="data.on_device must be auto, true or false"):
+    with pytest.raises(ConfigError, match=r"data\.on_device must be auto, true or false"):
         ChurnDataModule(n_rows=400, on_device="gpu")
