@@ -200,10 +200,9 @@ class Task(L.LightningModule):
         stage = name.partition("/")[0]
         sums = self._epoch_sums.setdefault(stage, {})
         entry = sums.get(name)
-        if entry is None:
-            zero = torch.zeros((), device=value.device)
-            entry = sums[name] = [zero.clone(), zero.clone(), on_step, prog_bar]
-        entry[0] += value * batch_size
+        if entry is None:  # [weighted sum on the device, rows (a host number), on_step, prog_bar]
+            entry = sums[name] = [torch.zeros((), device=value.device), 0, on_step, prog_bar]
+        entry[0].add_(value, alpha=batch_size)
         entry[1] += batch_size
         if on_step and self._logs_this_step():
             self.log(
@@ -229,7 +228,8 @@ class Task(L.LightningModule):
         sums = self._epoch_sums.pop(stage, {})
         if sums:
             names = sorted(sums)
-            totals = torch.stack([torch.stack([sums[n][0], sums[n][1]]) for n in names])
+            rows = torch.tensor([float(sums[n][1]) for n in names], device=sums[names[0]][0].device)
+            totals = torch.stack([torch.stack([sums[n][0] for n in names]), rows], dim=1)
             trainer = trainer_or_none(self)
             if trainer is not None and trainer.world_size > 1:
                 totals = trainer.strategy.reduce(totals, reduce_op="sum")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import binary_auroc
 
@@ -76,10 +76,7 @@ class VAETask(ImageGenerativeTask):
         )
 
     def configure_metrics(self) -> None:
-        terms = MetricCollection({name: MeanMetric() for name in ("nelbo", "recon", "kl")})
-        self.train_metrics = terms.clone(prefix="train/")
-        self.val_metrics = terms.clone(prefix="val/")
-        self.test_metrics = terms.clone(prefix="test/")
+        # The epoch means of nelbo, recon and kl go through log_mean (device sums, exact under DDP).
         self.test_nll = MeanMetric()
         # Scores and labels of the test images, gathered over processes (anomaly AUROC at epoch end).
         self.anomaly_scores = CatMetric() if self.anomaly_classes else None
@@ -146,11 +143,9 @@ class VAETask(ImageGenerativeTask):
         recon, kl = self.elbo_terms(x)
         nelbo = recon + kl
         loss = (recon + self.kl_weight() * kl).mean() if stage == "train" else nelbo.mean()
-        metrics = getattr(self, f"{stage}_metrics")
-        for name, value in (("nelbo", nelbo), ("recon", recon), ("kl", kl)):
-            metrics[name].update(value.detach())
         self.log_mean(f"{stage}/loss", loss, len(x), on_step=stage == "train", prog_bar=True)
-        self.log_epoch_metrics(stage, metrics)
+        for name, value in (("nelbo", nelbo), ("recon", recon), ("kl", kl)):
+            self.log_mean(f"{stage}/{name}", value.mean(), len(x))
         return loss, nelbo.detach()
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
