@@ -1,10 +1,15 @@
 """Fitted, reversible-to-plain-data preparation of tabular features.
 
-Statistics are fitted with scikit-learn on the training split only. The fitted
-state is kept as plain Python data (lists of numbers and strings) so it can live
-inside a Lightning checkpoint that loads with ``torch.load(weights_only=True)``;
-scikit-learn transformers are rebuilt from that state, so training, evaluation
-and prediction all run the very same transform.
+Statistics are fitted on the training split only, the figures scikit-learn's SimpleImputer
+(median), StandardScaler and OneHotEncoder find. The fitted state is kept as plain Python data
+(lists of numbers and strings) so it can live inside a Lightning checkpoint that loads with
+``torch.load(weights_only=True)``; training, evaluation and prediction all run the very same
+transform from that state.
+
+Built for large tables: a text column is converted once per distinct value and the rows follow
+by integer codes; numbers are imputed and standardised a block of rows at a time, straight into
+one preallocated float32 array. The tensors equal scikit-learn's, bit for bit
+(tests/data/test_prep_scale.py).
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.impute import SimpleImputer
-from sklearn.preprocessing import LabelEncoder, OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
+from lit_dl.data.tables import distinct_values
 from lit_dl.errors import DataError
 
 MISSING_CATEGORY = "__missing__"
+# Rows standardised and encoded at a time: the block's float64 numbers and float32 features stay in cache.
+ROWS_PER_BLOCK = 4096
 Encoding = Literal["onehot", "embedding"]
 
 
@@ -30,9 +37,28 @@ def _text(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value if pd.isna(value) else str(value)
 
 
+def text_codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(codes, texts)``: the text (see :func:`as_text`) of each distinct value of ``series`` and each
+    row's index into them, -1 where missing; None for an object column of mixed Python values (see
+    :func:`~lit_dl.data.tables.distinct_values`), which is converted value by value instead."""
+    found = distinct_values(series)
+    if found is None:
+        return None
+    codes, values = found
+    return codes, np.array([_text(v) for v in values], dtype=object)
+
+
 def as_text(series: pd.Series) -> pd.Series:
     """Values as strings that do not depend on the column's dtype (``1.0`` -> ``"1"``); missing stays NaN."""
-    return series.astype(object).map(_text)
+    found = text_codes(series)
+    if found is None:
+        return series.astype(object).map(_text)
+    codes, texts = found
+    values = np.append(texts, None)[codes]
+    missing = codes < 0
+    if missing.any():
+        values[missing] = series[missing].astype(object).to_numpy()  # each missing cell as it was
+    return pd.Series(values, index=series.index, name=series.name)
 
 
 def categorical_strings(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -41,15 +67,51 @@ def categorical_strings(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame
     return out.where(out.notna(), MISSING_CATEGORY).astype(str)
 
 
+def category_texts_by_value(series: pd.Series) -> pd.Series:
+    """A column's category texts converted cell by cell (missing: :data:`MISSING_CATEGORY`); the way
+    for an object column of mixed Python values, where :func:`text_codes` declines."""
+    text = as_text(series)
+    return text.where(text.notna(), MISSING_CATEGORY).astype(str)
+
+
+def category_list(series: pd.Series) -> list[str]:
+    """The categories of a column, as OneHotEncoder finds them: its texts sorted, and
+    :data:`MISSING_CATEGORY` among them when a cell is missing."""
+    found = text_codes(series)
+    if found is None:
+        return sorted(set(category_texts_by_value(series)))
+    codes, texts = found
+    return sorted({str(t) for t in texts} | ({MISSING_CATEGORY} if (codes < 0).any() else set()))
+
+
+def distinct_texts(series: pd.Series) -> list[str]:
+    """The texts (see :func:`as_text`) of the values present in ``series``, sorted."""
+    found = text_codes(series)
+    texts = found[1] if found is not None else as_text(series).dropna().to_numpy()
+    return sorted({str(t) for t in texts})
+
+
+def category_positions(series: pd.Series, categories: list[str]) -> np.ndarray:
+    """Each row's index in ``categories`` (a missing cell is :data:`MISSING_CATEGORY`), -1 where unseen."""
+    index = {c: i for i, c in enumerate(categories)}
+    found = text_codes(series)
+    if found is None:
+        texts = category_texts_by_value(series)
+        return np.fromiter((index.get(t, -1) for t in texts), dtype=np.int64, count=len(texts))
+    codes, texts = found
+    positions = [index.get(t, -1) for t in texts] + [index.get(MISSING_CATEGORY, -1)]
+    return np.asarray(positions, dtype=np.int64)[codes]  # code -1 (missing) takes the last entry
+
+
 def fit_classes(target: pd.Series, name: str, positive_label: str | None = None) -> list[str]:
     """Class names of a label column, sorted (numerically for numbers); ``positive_label`` last (class 1)."""
-    labels = as_text(target.dropna())
-    classes = [str(c) for c in LabelEncoder().fit(labels).classes_]
+    present = target.dropna()
+    classes = distinct_texts(present)  # as LabelEncoder sorts them
     if pd.api.types.is_numeric_dtype(target):
         classes = sorted(classes, key=float)
     if len(classes) < 2:
         raise DataError(
-            f"target {name!r} has a single class ({classes[0]!r}) in {len(labels)} rows; "
+            f"target {name!r} has a single class ({classes[0]!r}) in {len(present)} rows; "
             "a classifier needs at least two (check data.target, or use data.task=regression)"
         )
     if positive_label is not None:
@@ -62,13 +124,35 @@ def fit_classes(target: pd.Series, name: str, positive_label: str | None = None)
 def encode_classes(target: pd.Series, classes: list[str], name: str) -> Tensor:
     """Class indices ``(N,)`` of a label column; labels not among ``classes`` are an error."""
     index = {c: i for i, c in enumerate(classes)}
-    labels = as_text(target)
+    found = text_codes(target)
+    codes, labels = found if found is not None else pd.factorize(as_text(target))
+    if (codes < 0).any():
+        raise DataError(f"target {name!r} has {int((codes < 0).sum())} missing values; drop those rows")
     # Some exports (UCI Adult's test file) end labels with a period: ">50K." for ">50K".
-    labels = labels.map(lambda v: v if v in index or v.rstrip(".") not in index else v.rstrip("."))
+    labels = [v if v in index or v.rstrip(".") not in index else v.rstrip(".") for v in labels]
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise DataError(f"target {name!r} has labels not seen in training: {unknown[:5]}")
-    return torch.tensor(labels.map(index).to_numpy(dtype=np.int64))
+    return torch.from_numpy(np.asarray([index[v] for v in labels], dtype=np.int64)[codes])
+
+
+def numbers(series: pd.Series) -> np.ndarray:
+    """A numeric column as float64 (missing as NaN); no copy of a float64 column."""
+    return series.astype("float64").to_numpy()
+
+
+def fit_numbers(values: np.ndarray, name: str) -> tuple[float, float, float]:
+    """``(median, mean, scale)`` of a column: scikit-learn's SimpleImputer median, then StandardScaler
+    on the imputed values (the very same figures: the scaler itself is fitted)."""
+    missing = np.isnan(values)
+    present = values[~missing]
+    if present.size == 0:
+        raise DataError(f"numeric column {name!r} has no numbers in the training rows; drop it (data.drop)")
+    if np.isinf(present).any():
+        raise DataError(f"numeric column {name!r} holds infinite values; replace or drop them")
+    median = float(np.median(present, overwrite_input=True))  # present is a copy already
+    scaler = StandardScaler().fit(np.where(missing, median, values)[:, None])
+    return median, float(scaler.mean_[0]), float(scaler.scale_[0])
 
 
 class TabularPreprocessor:
@@ -102,64 +186,20 @@ class TabularPreprocessor:
         self.scales = [float(v) for v in scales]
         self.categories = [[str(c) for c in cats] for cats in categories]
         self.encoding = encoding
-        self._scaler = self._build_scaler()
-        self._encoder = self._build_encoder()
+        if not len(self.medians) == len(self.means) == len(self.scales) == len(self.numeric):
+            raise ValueError("medians, means and scales need one value per numeric column")
+        if len(self.categories) != len(self.categorical):
+            raise ValueError("categories need one list per categorical column")
 
     @classmethod
     def fit(
         cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], encoding: Encoding = "onehot"
     ) -> TabularPreprocessor:
         """Fit on ``frame`` (the training split) and return the fitted preprocessor."""
-        medians: list[float] = []
-        means: list[float] = []
-        scales: list[float] = []
-        if numeric:
-            values = frame[numeric].to_numpy(dtype=np.float64)
-            imputer = SimpleImputer(strategy="median").fit(values)
-            scaler = StandardScaler().fit(imputer.transform(values))
-            medians, means, scales = (
-                imputer.statistics_.tolist(),
-                scaler.mean_.tolist(),
-                scaler.scale_.tolist(),
-            )
-        categories: list[list[str]] = []
-        if categorical:
-            encoder = OneHotEncoder(handle_unknown="ignore").fit(categorical_strings(frame, categorical))
-            categories = [c.tolist() for c in encoder.categories_]
+        statistics = [fit_numbers(numbers(frame[col]), col) for col in numeric]
+        medians, means, scales = (list(s) for s in zip(*statistics, strict=True)) if numeric else ([], [], [])
+        categories = [category_list(frame[col]) for col in categorical]
         return cls(numeric, categorical, medians, means, scales, categories, encoding)
-
-    def _build_scaler(self) -> StandardScaler | None:
-        if not self.numeric:
-            return None
-        # A StandardScaler whose fitted attributes are set from the stored state:
-        # transform() only reads mean_ and scale_ (and n_features_in_ to check shapes).
-        scaler = StandardScaler()
-        scaler.mean_ = np.asarray(self.means, dtype=np.float64)
-        scaler.scale_ = np.asarray(self.scales, dtype=np.float64)
-        scaler.var_ = scaler.scale_**2
-        scaler.n_features_in_ = len(self.numeric)
-        scaler.n_samples_seen_ = 1
-        return scaler
-
-    def _build_encoder(self) -> OneHotEncoder | OrdinalEncoder | None:
-        if not self.categorical:
-            return None
-        # Explicit categories make fit() a pure validation step: the encoder is the one fitted in training.
-        if self.encoding == "onehot":
-            encoder: OneHotEncoder | OrdinalEncoder = OneHotEncoder(
-                categories=self.categories, handle_unknown="ignore", sparse_output=False, dtype=np.float32
-            )
-        else:
-            encoder = OrdinalEncoder(
-                categories=self.categories,
-                handle_unknown="use_encoded_value",
-                unknown_value=-1,
-                dtype=np.int64,
-            )
-        one_row = pd.DataFrame(
-            {col: [cats[0]] for col, cats in zip(self.categorical, self.categories, strict=True)}
-        )
-        return encoder.fit(one_row)
 
     @property
     def num_features(self) -> int:
@@ -187,25 +227,54 @@ class TabularPreprocessor:
         return names
 
     def transform(self, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
-        """Return ``(x_num, x_cat)``: float features ``(N, num_features)`` and category indices ``(N, C)``."""
-        n = len(frame)
-        parts = []
-        if self._scaler is not None:
-            numbers = (
-                frame[self.numeric]
-                .astype("float64")
-                .fillna(dict(zip(self.numeric, self.medians, strict=True)))
-            )
-            parts.append(self._scaler.transform(numbers.to_numpy()).astype(np.float32))
-        x_cat = np.zeros((n, 0), dtype=np.int64)
-        if self._encoder is not None:
-            encoded = self._encoder.transform(categorical_strings(frame, self.categorical))
-            if self.encoding == "onehot":
-                parts.append(encoded)
-            else:
-                x_cat = encoded.astype(np.int64) + 1  # -1 (unseen) becomes 0
-        x_num = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), dtype=np.float32)
-        return torch.from_numpy(np.ascontiguousarray(x_num, dtype=np.float32)), torch.from_numpy(x_cat)
+        """Return ``(x_num, x_cat)``: float features ``(N, num_features)`` and category indices ``(N, C)``.
+
+        Equal to scikit-learn's StandardScaler (after median imputation) and OneHotEncoder (unseen
+        categories all zeros) or OrdinalEncoder (+1, unseen 0), written a block of rows at a time into
+        one preallocated float32 array: no copy of the frame, no float64 matrix of the whole table.
+        """
+        n, k = len(frame), len(self.numeric)
+        columns = [numbers(frame[col]) for col in self.numeric]  # views of float64 columns
+        positions = [
+            category_positions(frame[col], cats)
+            for col, cats in zip(self.categorical, self.categories, strict=True)
+        ]
+        x_num = np.zeros((n, self.num_features), dtype=np.float32)
+        medians, means, scales = (
+            np.asarray(v, dtype=np.float64) for v in (self.medians, self.means, self.scales)
+        )
+        onehot = self.encoding == "onehot" and bool(positions)
+        if onehot:
+            offsets = k + np.cumsum([0] + [len(c) for c in self.categories[:-1]])
+            unseen = [bool((p < 0).any()) for p in positions]
+            row_starts = np.arange(min(n, ROWS_PER_BLOCK), dtype=np.int64) * self.num_features
+        for start in range(0, n, ROWS_PER_BLOCK):
+            rows = slice(start, min(start + ROWS_PER_BLOCK, n))
+            if k:
+                block = np.empty((rows.stop - start, k))  # (B, numeric) float64, as the scaler computes
+                for j, values in enumerate(columns):
+                    block[:, j] = values[rows]
+                np.copyto(block, medians, where=np.isnan(block))
+                block -= means
+                block /= scales
+                if not np.isfinite(block).all():
+                    bad = self.numeric[int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])]
+                    raise DataError(f"numeric column {bad!r} holds infinite values; replace or drop them")
+                x_num[rows, :k] = block
+            if onehot:
+                flat = x_num[rows].reshape(-1)  # the block's rows, one after another (a view)
+                starts = row_starts[: rows.stop - start]
+                for column_positions, offset, has_unseen in zip(positions, offsets, unseen, strict=True):
+                    at = column_positions[rows]
+                    if has_unseen:
+                        seen = at >= 0
+                        flat[starts[seen] + offset + at[seen]] = 1.0
+                    else:
+                        flat[starts + offset + at] = 1.0
+        x_cat = np.zeros((n, len(positions) if self.encoding == "embedding" else 0), dtype=np.int64)
+        for j, column_positions in enumerate(positions if self.encoding == "embedding" else []):
+            np.add(column_positions, 1, out=x_cat[:, j])  # -1 (unseen) becomes 0
+        return torch.from_numpy(x_num), torch.from_numpy(x_cat)
 
     def state_dict(self) -> dict[str, Any]:
         """The fitted state as plain data (safe for ``torch.load(weights_only=True)``)."""

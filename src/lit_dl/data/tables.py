@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
+from sklearn.model_selection._split import _validate_shuffle_split  # the sizes train_test_split uses
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils.extmath import _approximate_mode  # StratifiedShuffleSplit's rows per class
 
 from lit_dl.errors import DataError
 
@@ -151,19 +154,76 @@ def check_one_column(frame: pd.DataFrame, path: Path) -> None:
             )
 
 
-def clean_frame(frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUES) -> pd.DataFrame:
-    """Strip surrounding blanks from text cells and turn blank or NA-marker cells into missing values."""
-    frame = frame.copy()
+def distinct_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(codes, values)``: the distinct values of ``series`` as Python objects (as ``astype(object)``
+    gives them) and each row's index into them, -1 where the cell is missing.
+
+    Work on a large column is then done once per distinct value and spread to the rows by the codes.
+    None for an object column holding anything but text: pandas takes ``1``, ``1.0`` and ``True`` for
+    one value, though they read differently, so only value-by-value work is exact there.
+    """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # The codes are there already; keep only the categories some row holds.
+        codes = series.cat.codes.to_numpy()
+        held = np.bincount(np.add(codes, 1, dtype=np.intp), minlength=len(series.cat.categories) + 1)[1:] > 0
+        categories = np.asarray(series.cat.categories.astype(object), dtype=object)
+        if held.all():
+            return codes, categories
+        renumber = np.full(len(held) + 1, -1, dtype=np.int64)  # the last entry: code -1 stays -1
+        renumber[np.flatnonzero(held)] = np.arange(held.sum())
+        return renumber[codes], categories[held]
+    kind = pd.api.types.infer_dtype(series, skipna=True) if series.dtype == object else "typed"
+    if kind not in ("typed", "string", "empty"):
+        return None
+    codes, uniques = pd.factorize(series)
+    return codes, np.asarray(uniques.astype(object), dtype=object)
+
+
+def is_text_column(series: pd.Series) -> bool:
+    """A column of pandas' string dtype (``str``), as CSV and Parquet text columns are read."""
+    return pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series)
+
+
+def clean_frame(
+    frame: pd.DataFrame, na_values: Sequence[str] = DEFAULT_NA_VALUES, as_category: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Strip surrounding blanks from text cells and turn blank or NA-marker cells into missing values.
+
+    Text columns named in ``as_category`` come back as pandas ``Categorical`` of the same cleaned
+    values: integer codes make splitting and encoding a large table fast. The input frame is left as
+    it is (a shallow copy: pandas copies a column only when it is written).
+    """
+    frame = frame.copy(deep=False)
     markers = {v.strip() for v in na_values}
+    categorize = set(as_category)
     for col in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
-            column = frame[col]
-            if pd.api.types.is_string_dtype(column) and not pd.api.types.is_object_dtype(column):
-                text = column.str.strip()  # a string column: vectorised
-            else:
-                text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+        column = frame[col]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue
+        if is_text_column(column):
+            # Cleaned once per distinct value, spread to the rows by their codes.
+            codes, uniques = pd.factorize(column)
+            cleaned = _clean_text(pd.Series(uniques), markers)
+            if col in categorize:
+                merged, categories = pd.factorize(cleaned)  # " a" and "a" are one category; markers none
+                frame[col] = pd.Categorical.from_codes(np.append(merged, -1)[codes], categories=categories)
+            elif not cleaned.equals(pd.Series(uniques)):
+                frame[col] = pd.Series(cleaned.array.take(codes, allow_fill=True), index=column.index)
+        else:
+            text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
             frame[col] = text.where(~text.isin(markers), np.nan)
     return frame
+
+
+def _clean_text(text: pd.Series, markers: set[str]) -> pd.Series:
+    """A text column stripped, NA markers made missing."""
+    text = text.str.strip()
+    return text.where(~text.isin(markers), np.nan)
+
+
+def is_number_column(series: pd.Series) -> bool:
+    """A column of numbers (booleans are not): :func:`parse_numbers` only casts it to float64."""
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
 def parse_numbers(series: pd.Series) -> pd.Series:
@@ -172,9 +232,21 @@ def parse_numbers(series: pd.Series) -> pd.Series:
     Decimal commas ("29,85", common in ``;``-separated European exports) are read as
     decimal points when no cell of the column uses a point.
     """
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+    if is_number_column(series):
         return series.astype("float64")
-    text = series.astype(object).where(series.notna())
+    found = distinct_values(series) if len(series) else None
+    if found is not None:
+        codes, uniques = found
+        numbers = _parse_text_numbers(pd.Series(uniques, dtype=object)).to_numpy()
+        if numbers.dtype in (np.float64, np.int64):
+            if (codes < 0).any():
+                numbers = np.append(numbers.astype(np.float64), np.nan)  # a missing cell is NaN
+            return pd.Series(numbers[codes], index=series.index, name=series.name)
+    return _parse_text_numbers(series.astype(object).where(series.notna()))
+
+
+def _parse_text_numbers(text: pd.Series) -> pd.Series:
+    """``pd.to_numeric`` of an object column (missing cells NaN), with decimal commas read as points."""
     present = text.dropna().astype(str)
     if len(present) and not present.str.contains(".", regex=False).any():
         text = text.map(lambda v: v.replace(",", ".") if isinstance(v, str) else v)
@@ -182,22 +254,34 @@ def parse_numbers(series: pd.Series) -> pd.Series:
 
 
 def numeric_text_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """Columns stored as text whose non-missing cells are (nearly all) numbers."""
+    """Columns stored as text whose non-missing cells are (nearly) all numbers."""
     found = []
     for col in columns:
         series = frame[col]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             continue
-        present = series.dropna()
-        if present.empty:
-            continue
-        if parse_numbers(present).notna().mean() >= NUMERIC_TEXT_SHARE:
+        distinct = distinct_values(series)
+        if distinct is None:
+            present = series.dropna()
+            share = parse_numbers(present).notna().mean() if len(present) else None
+        else:
+            # Each distinct value parsed once, weighed by the rows that hold it (counted only if need be).
+            codes, uniques = distinct
+            parsed = parse_numbers(pd.Series(uniques, dtype=object)).notna().to_numpy()
+            if len(uniques) == 0 or parsed.all() or not parsed.any():
+                share = None if len(uniques) == 0 else float(parsed.all())
+            else:
+                counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+                share = counts[parsed].sum() / counts.sum()
+        if share is not None and share >= NUMERIC_TEXT_SHARE:
             found.append(col)
     return found
 
 
 def looks_like_id(series: pd.Series, categorical: bool) -> bool:
     """Text with a distinct value in (nearly) every row, or whole numbers all distinct: an identifier."""
+    if not categorical and not np.all(np.mod(series.iloc[:1000].dropna().to_numpy(dtype=np.float64), 1) == 0):
+        return False  # a fraction among the first rows: no need to look at the rest of a large column
     present = series.dropna()
     if len(present) < 50:
         return False
@@ -208,6 +292,42 @@ def looks_like_id(series: pd.Series, categorical: bool) -> bool:
     return distinct == len(present) and bool(np.all(np.mod(values, 1) == 0))
 
 
+def split_positions(
+    n_rows: int, test_size: float, seed: int, stratify: pd.Series | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, test)`` row positions: scikit-learn's ``train_test_split(np.arange(n_rows), ...)``.
+
+    The stratified case draws the same random numbers as sklearn's ``StratifiedShuffleSplit`` (so the
+    same rows) but keeps each class's rows as arrays instead of a Python list of a million integers;
+    anything unusual (a class of one row, too few rows per class) goes to sklearn for its error.
+    """
+    positions = np.arange(n_rows)
+    if stratify is None:
+        rest, test = train_test_split(positions, test_size=test_size, random_state=seed)
+        return rest, test
+    n_train, n_test = _validate_shuffle_split(n_rows, test_size, None, default_test_size=0.25)
+    labels = check_array(stratify, input_name="y", ensure_2d=False, dtype=None)
+    classes, label_index, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if (
+        labels.ndim != 1
+        or len(labels) != n_rows
+        or class_counts.min() < 2
+        or min(n_train, n_test) < len(classes)
+    ):
+        rest, test = train_test_split(positions, test_size=test_size, random_state=seed, stratify=stratify)
+        return rest, test
+    class_rows = np.split(np.argsort(label_index, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = check_random_state(seed)
+    n_rest = _approximate_mode(class_counts, n_train, rng)
+    n_test_per_class = _approximate_mode(class_counts - n_rest, n_test, rng)
+    rest_parts, test_parts = [], []
+    for rows, count, in_rest, in_test in zip(class_rows, class_counts, n_rest, n_test_per_class, strict=True):
+        shuffled = rows.take(rng.permutation(count), mode="clip")
+        rest_parts.append(shuffled[:in_rest])
+        test_parts.append(shuffled[in_rest : in_rest + in_test])
+    return rng.permutation(np.concatenate(rest_parts)), rng.permutation(np.concatenate(test_parts))
+
+
 def split_frame(
     frame: pd.DataFrame,
     val_fraction: float,
@@ -215,22 +335,26 @@ def split_frame(
     seed: int,
     stratify: pd.Series | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Rows split into ``train``/``val`` (and ``test`` unless ``test_fraction`` is None), stratified."""
+    """Rows split into ``train``/``val`` (and ``test`` unless ``test_fraction`` is None), stratified.
+
+    The split is made on row positions (the rows sklearn's ``train_test_split`` picks), so each row
+    is copied once, into its split.
+    """
     try:
-        rest, val = train_test_split(frame, test_size=val_fraction, random_state=seed, stratify=stratify)
-        splits = {"val": val}
+        rest, val = split_positions(len(frame), val_fraction, seed, stratify)
+        parts = {"val": val}
         if test_fraction is not None:
             share = test_fraction / (1.0 - val_fraction)
-            strat = stratify.loc[rest.index] if stratify is not None else None
-            rest, test = train_test_split(rest, test_size=share, random_state=seed, stratify=strat)
-            splits["test"] = test
+            strat = stratify.loc[frame.index[rest]] if stratify is not None else None
+            rest_of_rest, test = split_positions(len(rest), share, seed, strat)
+            rest, parts["test"] = rest[rest_of_rest], rest[test]
     except ValueError as err:
         raise DataError(
             f"cannot split {len(frame)} rows into train/val/test ({err}); "
             "use more rows or change data.val_fraction / data.test_fraction"
         ) from err
-    splits["train"] = rest
-    return {k: v.reset_index(drop=True) for k, v in splits.items()}
+    parts["train"] = rest
+    return {k: frame.take(rows).reset_index(drop=True) for k, rows in parts.items()}
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str, source: str, fix: str) -> None:

@@ -28,6 +28,7 @@ from lit_dl.data.tables import (
     absolute,
     as_list,
     clean_frame,
+    is_number_column,
     looks_like_id,
     numeric_text_columns,
     parse_numbers,
@@ -163,7 +164,11 @@ class TabularDataModule(InMemoryDataModule):
         return read_table(path, self.column_names, self.na_values)
 
     def _load_clean(self, path: str | None) -> pd.DataFrame:
-        frame = clean_frame(self.load_frame(path), self.na_values)
+        raw = self.load_frame(path)
+        # Text features as pandas Categorical: splitting and encoding then move integer codes.
+        maybe_features = self.features or [c for c in raw.columns if c not in self.drop]
+        text_features = [c for c in maybe_features if c not in self.target_columns]
+        frame = clean_frame(raw, self.na_values, as_category=text_features)
         require_columns(frame, self.target_columns, "target column", path or "the data", "set data.target")
         missing_target = frame[self.target_columns].isna().any(axis=1)
         if missing_target.all():
@@ -296,12 +301,10 @@ class TabularDataModule(InMemoryDataModule):
         )
 
     def _fit_features(self, train: pd.DataFrame, columns: list[str]) -> None:
-        train = train.copy()
         coerced = [c for c in numeric_text_columns(train, columns) if c not in self.categorical]
         if coerced:
             log.info("reading text column(s) as numbers: %s", ", ".join(coerced))
-        for col in coerced:
-            train[col] = parse_numbers(train[col])
+            train = train.assign(**{col: parse_numbers(train[col]) for col in coerced})
         numeric = [
             c
             for c in columns
@@ -334,9 +337,9 @@ class TabularDataModule(InMemoryDataModule):
         missing = [c for c in prep.numeric + prep.categorical if c not in frame.columns]
         if missing:
             raise DataError(f"input lacks feature column(s) used in training: {', '.join(missing)}")
-        frame = frame.copy()
-        for col in prep.numeric:
-            frame[col] = parse_numbers(frame[col])
+        text = [c for c in prep.numeric if not is_number_column(frame[c])]
+        if text:  # numbers stored as text (the frame itself is left as it is)
+            frame = frame.assign(**{col: parse_numbers(frame[col]) for col in text})
         return prep.transform(frame)
 
     def make_dataset(self, frame: pd.DataFrame) -> TensorBatchDataset:
