@@ -91,3 +91,28 @@ def test_logs_this_step_follows_log_every_n_steps() -> None:
     trainer.fit(BoringModel())
     # Lightning writes step metrics after steps 3 and 6 (global_step 2 and 5 at the batch's start).
     assert [step for step, logs in seen if logs] == [2, 5]
+
+
+def test_skipped_noop_batch_hooks_are_not_called_and_overridden_ones_are() -> None:
+    calls: list[str] = []
+
+    class Counting(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            calls.append("end")
+
+    callback, model = Counting(), BoringModel()
+    assert "on_train_batch_end" not in compat.skip_noop_batch_hooks(callback)
+    assert "on_before_backward" in compat.skip_noop_batch_hooks(callback)
+    assert "on_after_backward" in compat.skip_noop_batch_hooks(model)
+    profiled: list[str] = []
+
+    class Names(L.pytorch.profilers.PassThroughProfiler):
+        def start(self, action_name: str) -> None:
+            profiled.append(action_name)
+
+    trainer = cpu_trainer(max_steps=2, limit_val_batches=0, callbacks=[callback], profiler=Names())
+    trainer.fit(model)  # Lightning skips a hook that is None instead of calling it
+    assert calls == ["end", "end"]
+    assert not any("Counting.on_before_backward" in name for name in profiled)
+    assert any("Counting.on_train_batch_end" in name for name in profiled)
+    assert not any("BoringModel.on_after_backward" in name for name in profiled)

@@ -114,3 +114,41 @@ def logs_this_step(trainer: L.Trainer) -> bool:
         return bool(connector.should_update_logs)
     except AttributeError:  # another Lightning release: log every step, as Lightning would accept
         return True
+
+
+# Hooks Lightning calls for every batch, on callbacks and on the LightningModule.
+BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_zero_grad",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+)
+
+TRAINING_STEP_HOOKS = BATCH_HOOKS[:6]
+
+
+def skip_noop_batch_hooks(obj: L.Callback | L.LightningModule) -> list[str]:
+    """Make Lightning skip the per-batch hooks ``obj`` inherits as no-ops; returns their names.
+
+    For every callback and every hook of every batch, Lightning enters a profiler context and
+    formats the callback's ``state_key`` even when the hook is the base class's empty method: with
+    a dozen callbacks that is about 100 calls a step, as much as a small model's step. Lightning
+    skips a hook that is not callable (``_call_callback_hooks``, ``_call_lightning_module_hook``:
+    ``if callable(fn)``), so an instance attribute ``None`` shadows each inherited no-op.
+    """
+    base = L.Callback if isinstance(obj, L.Callback) else L.LightningModule
+    # Lightning reads the signatures of a module's evaluation batch hooks (dataloader_idx): kept.
+    names = BATCH_HOOKS if base is L.Callback else TRAINING_STEP_HOOKS
+    skipped = []
+    for name in names:
+        inherited = getattr(base, name, None)
+        if inherited is not None and getattr(type(obj), name, None) is inherited:
+            object.__setattr__(obj, name, None)
+            skipped.append(name)
+    return skipped

@@ -80,12 +80,15 @@ class GenerativeTask(Task):
         return int(self.hparams.latent_dim)
 
     def randn(self, *size: int, generator: torch.Generator | None = None) -> Tensor:
-        """Standard normal draws on the generator's device (the CPU without one), on the module's device.
+        """Standard normal draws on the module's device.
 
-        The same seeded generator gives the same draws whatever device the model is on.
+        With a seeded ``generator`` they are drawn on its device (the CPU, as a rule) and moved, so
+        the same generator gives the same draws whatever device the model is on; without one (the
+        noise of training steps) they are drawn on the module's device: no copy, no wait, each step.
         """
-        device = generator.device if generator is not None else torch.device("cpu")
-        return torch.randn(*size, generator=generator, device=device).to(self.device)
+        if generator is None:
+            return torch.randn(*size, device=self.device)
+        return torch.randn(*size, generator=generator, device=generator.device).to(self.device)
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws of the standard normal latent variable ``(n, latent_dim)``, seeded by ``generator``."""

@@ -25,6 +25,7 @@ from lit_dl.callbacks.checkpoint_io import remove_partial_files
 from lit_dl.callbacks.run_limits import StopAtMaxSteps
 from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
+from lit_dl.compat import skip_noop_batch_hooks
 from lit_dl.distributed import check_launch, launch_rank
 from lit_dl.errors import ConfigError
 from lit_dl.loggers import finish_loggers, log_run_config, logger_entries
@@ -90,6 +91,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
     )
     check_launch(trainer, "train")
+    for hooked in (*trainer.callbacks, model):
+        skip_noop_batch_hooks(hooked)  # Lightning's per-callback cost of every empty hook, every step
     if launch_rank() == 0:
         write_run_config(output_dir, cfg)  # first: resume= checks the config it resumes with against it
     log_run_config(trainer.loggers, cfg)
