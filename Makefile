@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install train test lint format clean
+.PHONY: install train test bench lint format clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ train: install
 # Tests in parallel on every core (pytest-xdist; a file's tests stay in one process).
 test: install
 	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
+
+# Training speed of lit_dl against a plain PyTorch loop and the ideal loop, every model family
+# (~5 minutes on 2 CPU cores); e.g. make bench ARGS="--accelerator gpu --json speed.json".
+bench: install
+	$(BIN)/python benchmarks/speed.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts examples
