@@ -11,6 +11,10 @@ optimiser settings, number of steps and seed:
 (c) lit_dl: ``train_job`` (what ``lit-dl train`` runs) with the experiment's default callbacks and
     logger, the test split off (``test=false``) and :class:`~lit_dl.callbacks.throughput.StepStats`.
 
+Beside them, "bare L": (b)'s hand-written step and batches inside a bare ``LightningModule``
+(manual optimisation, no callbacks, no logger): Lightning's own loop with nothing of lit_dl, the
+floor of any framework on Lightning's Trainer. ``vs bare L`` is lit_dl's speed over it.
+
 Steps/s count training steps only, timed the way ``StepStats`` times them in (c): from the end of
 one training batch to the end of the next in the same epoch (the first step of every epoch and the
 first ``--warmup`` steps are left out; on a GPU every step ends with a synchronisation). lit_dl's
@@ -529,6 +533,91 @@ def hand_loop(
     )
 
 
+# ---------------------------------------------------------------- Lightning's floor
+class BareStep(L.LightningModule):
+    """(b)'s step as a ``LightningModule``: Lightning's loop runs it, nothing else does."""
+
+    def __init__(self, task: nn.Module, step: Callable[[Any], tuple[Tensor, int]], timer: StepTimer) -> None:
+        super().__init__()
+        self.task, self.step, self.timer = task, step, timer
+        self.automatic_optimization = False  # the step does its own backward and optimiser step
+        self.total: Tensor | None = None
+        self.weight = 0
+
+    def on_train_epoch_start(self) -> None:
+        self.step.epoch_start()
+        self.timer.epoch_start()
+        self.total, self.weight = torch.zeros((), device=self.device), 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        loss, n = self.step(batch)
+        self.total += loss.float() * n
+        self.weight += n
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.timer.step_end()
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+class Batches:
+    """(b)'s epochs of batches as a sized iterable for Lightning."""
+
+    def __init__(self, epoch: Callable[[], Iterator[Any]], steps: int) -> None:
+        self.epoch, self.steps = epoch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.epoch()
+
+
+def bare_lightning_loop(
+    family: Family,
+    task: L.LightningModule,
+    data: RowData | StreamData,
+    cfg: DictConfig,
+    device: torch.device,
+    warmup: int,
+) -> Result:
+    """Bare L: (b)'s step and batches run by ``Trainer.fit`` with no callbacks, logger or validation."""
+    task = copy.deepcopy(task).to(device).train()
+    initial_checksum = weights_checksum(task)
+    clip = cfg.trainer.get("gradient_clip_val") or task.hparams.get("gradient_clip_val")
+    step = STEPS[family.kind](task, Precision(str(cfg.trainer.precision), device), clip)
+    timer = StepTimer(device, warmup)
+    module = BareStep(task, step, timer)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=int(cfg.trainer.max_epochs),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=Batches(data.ideal(device), data.steps_per_epoch()))
+        seconds = time.perf_counter() - start
+    loss = float(module.total) / max(module.weight, 1) if module.total is not None else float("nan")
+    return Result(
+        family.experiment,
+        "bare L",
+        timer.seen,
+        timer.steps,
+        timer.steps_per_s,
+        memory.mib,
+        loss,
+        seconds,
+        initial_checksum,
+    )
+
+
 # ---------------------------------------------------------------- (c) lit_dl
 class FitRecord(L.Callback):
     """What the benchmark reads from lit_dl's fit: training batches run, the last epoch's training loss,
@@ -677,6 +766,9 @@ def run_family(family: Family, args: argparse.Namespace, runs: Path) -> tuple[li
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         results.append(hand_loop(family, loop, task, data, cfg, device, args.warmup))
         print(f"  {family.experiment:<11} {loop:<6} {results[-1].steps_per_s:8.1f} steps/s", flush=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    results.append(bare_lightning_loop(family, task, data, cfg, device, args.warmup))
+    print(f"  {family.experiment:<11} bare L {results[-1].steps_per_s:8.1f} steps/s", flush=True)
     results.append(lit_dl_loop(family, cfg, runs / family.experiment, device, args.warmup))
     print(f"  {family.experiment:<11} lit_dl {results[-1].steps_per_s:8.1f} steps/s", flush=True)
     info = {
@@ -705,15 +797,19 @@ def verdict(results: list[Result], tolerance: float) -> tuple[bool, float]:
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
         f"{'family':<11} {'loop':<7} {'steps':>6} {'steps/s':>9} {'vs plain':>9} {'vs ideal':>9} "
-        f"{'peak MiB':>9} {'loss':>9} {'seconds':>8}  verdict"
+        f"{'vs bare L':>10} {'peak MiB':>9} {'loss':>9} {'seconds':>8}  verdict"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         ratio_a = f"{row['vs_plain']:.2f}x" if row["loop"] == "lit_dl" else ""
         ratio_b = f"{row['vs_ideal']:.2f}x" if row["loop"] == "lit_dl" else ""
+        ratio_l = f"{row['vs_bare_lightning']:.2f}x" if row["loop"] == "lit_dl" else ""
+        if row["loop"] == "bare L":
+            ratio_b = f"({row['bare_vs_ideal']:.2f}x)"  # Lightning's own floor against the ideal loop
         lines.append(
             f"{row['family']:<11} {row['loop']:<7} {row['steps']:>6} {row['steps_per_s']:>9.1f} "
-            f"{ratio_a:>9} {ratio_b:>9} {row['peak_mib']:>9.1f} {row['loss']:>9.4f} {row['seconds']:>8.1f}  "
+            f"{ratio_a:>9} {ratio_b:>9} {ratio_l:>10} {row['peak_mib']:>9.1f} {row['loss']:>9.4f} "
+            f"{row['seconds']:>8.1f}  "
             f"{row['verdict'] if row['loop'] == 'lit_dl' else ''}"
         )
     return "\n".join(lines)
@@ -721,7 +817,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def family_rows(results: list[Result], info: dict[str, Any], family: Family) -> list[dict[str, Any]]:
     by_loop = {r.loop: r for r in results}
-    same, spread = verdict(results, family.tolerance)
+    three = [r for r in results if r.loop != "bare L"]  # (a), (b), (c): the tolerance is for three
+    same, spread = verdict(three, family.tolerance)
     steps = {r.steps for r in results}
     text = (
         f"same loss (spread {spread:.1%} <= {family.tolerance:.0%})"
@@ -744,6 +841,8 @@ def family_rows(results: list[Result], info: dict[str, Any], family: Family) -> 
                 "steps_per_s": r.steps_per_s,
                 "vs_plain": lit.steps_per_s / by_loop["plain"].steps_per_s,
                 "vs_ideal": lit.steps_per_s / by_loop["ideal"].steps_per_s,
+                "vs_bare_lightning": lit.steps_per_s / by_loop["bare L"].steps_per_s,
+                "bare_vs_ideal": by_loop["bare L"].steps_per_s / by_loop["ideal"].steps_per_s,
                 "peak_mib": r.peak_mib,
                 "loss": r.loss,
                 "seconds": r.seconds,

@@ -46,7 +46,7 @@ def run_family(speed: ModuleType, tmp_path: Path, family: str, *overrides: str) 
 
 
 def check_rows(rows: list[dict[str, Any]], tolerance: float) -> None:
-    assert [row["loop"] for row in rows] == ["plain", "ideal", "lit_dl"]
+    assert [row["loop"] for row in rows] == ["plain", "ideal", "bare L", "lit_dl"]
     steps = {row["steps"] for row in rows}
     assert steps == {rows[0]["steps_per_epoch"]}, steps
     assert all(row["same_initial_weights"] for row in rows)
