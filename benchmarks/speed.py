@@ -489,6 +489,16 @@ STEPS: dict[str, type[Step]] = {
 }
 
 
+def hand_step(
+    family: Family, task: L.LightningModule, cfg: DictConfig, device: torch.device
+) -> tuple[L.LightningModule, Any, float]:
+    """A copy of ``task`` on ``device``, the family's hand-written step over it, and its starting weights."""
+    task = copy.deepcopy(task).to(device).train()
+    clip = cfg.trainer.get("gradient_clip_val") or task.hparams.get("gradient_clip_val")
+    step = STEPS[family.kind](task, Precision(str(cfg.trainer.precision), device), clip)
+    return task, step, weights_checksum(task)
+
+
 def hand_loop(
     family: Family,
     loop: str,
@@ -499,10 +509,7 @@ def hand_loop(
     warmup: int,
 ) -> Result:
     """(a) or (b): ``cfg.trainer.max_epochs`` epochs of the hand-written step on a copy of ``task``."""
-    task = copy.deepcopy(task).to(device).train()
-    initial_checksum = weights_checksum(task)
-    clip = cfg.trainer.get("gradient_clip_val") or task.hparams.get("gradient_clip_val")
-    step = STEPS[family.kind](task, Precision(str(cfg.trainer.precision), device), clip)
+    task, step, initial_checksum = hand_step(family, task, cfg, device)
     epochs = int(cfg.trainer.max_epochs)
     timer = StepTimer(device, warmup)
     with PeakMemory(device) as memory:
@@ -583,10 +590,7 @@ def bare_lightning_loop(
     warmup: int,
 ) -> Result:
     """Bare L: (b)'s step and batches run by ``Trainer.fit`` with no callbacks, logger or validation."""
-    task = copy.deepcopy(task).to(device).train()
-    initial_checksum = weights_checksum(task)
-    clip = cfg.trainer.get("gradient_clip_val") or task.hparams.get("gradient_clip_val")
-    step = STEPS[family.kind](task, Precision(str(cfg.trainer.precision), device), clip)
+    task, step, initial_checksum = hand_step(family, task, cfg, device)
     timer = StepTimer(device, warmup)
     module = BareStep(task, step, timer)
     trainer = L.Trainer(
