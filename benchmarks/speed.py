@@ -5,15 +5,21 @@ on the same prepared training data, the same network (identical initial weights)
 optimiser settings, number of steps and seed:
 
 (a) plain: the loop a user writes: ``DataLoader(TensorDataset(...), batch_size, shuffle=True)``
-    (one sample at a time, default collate), ``.to(device)`` per batch, the loss written by hand;
+    (one sample at a time, default collate), ``.to(device)`` per batch, the loss written by hand,
+    the configured optimiser with torch's defaults;
 (b) ideal: the tensors moved to the device once, ``randperm(n, device=...)`` each epoch, whole
-    batches taken by index (text: the streams sliced on the device);
+    batches taken by index (text: the streams sliced on the device), the optimiser as lit_dl
+    builds it (fused where torch has the kernel: :func:`~lit_dl.tasks.base.fuses_by_default`);
 (c) lit_dl: ``train_job`` (what ``lit-dl train`` runs) with the experiment's default callbacks and
     logger, the test split off (``test=false``) and :class:`~lit_dl.callbacks.throughput.StepStats`.
 
 Beside them, "bare L": (b)'s hand-written step and batches inside a bare ``LightningModule``
 (manual optimisation, no callbacks, no logger): Lightning's own loop with nothing of lit_dl, the
 floor of any framework on Lightning's Trainer. ``vs bare L`` is lit_dl's speed over it.
+
+The four loops take turns, ``--repeats`` rounds (default 3), and each loop's median round is
+reported: on a shared or virtual machine the speed drifts by 20% from minute to minute, and
+rounds in turn spread that drift over all four.
 
 Steps/s count training steps only, timed the way ``StepStats`` times them in (c): from the end of
 one training batch to the end of the next in the same epoch (the first step of every epoch and the
@@ -32,7 +38,7 @@ a background thread reading ``/proc/self/statm``.
 epoch counts are below the experiments' scheduler patience, and the table says when lit_dl's
 learning rate did change.
 
-    make bench                                           # every family, CPU, ~5 minutes on 2 cores
+    make bench                                           # every family, CPU, ~7 minutes on 2 cores
     make bench ARGS="--accelerator gpu"                  # on a GPU
     python benchmarks/speed.py --families churn_mlp digits_cnn --epochs 3 --json speed.json
 """
@@ -109,6 +115,7 @@ FAMILIES: dict[str, Family] = {
     )
 }
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
+LOOPS = ("plain", "ideal", "bare L", "lit_dl")
 
 
 # ---------------------------------------------------------------- measuring
@@ -362,8 +369,10 @@ def training_data(datamodule: L.LightningDataModule) -> RowData | StreamData:
 class Step:
     """One training step of a family, written out by hand on the task's networks (a copy of them)."""
 
-    def __init__(self, task: L.LightningModule, precision: Precision, clip: float | None) -> None:
-        self.task, self.precision, self.clip = task, precision, clip
+    def __init__(
+        self, task: L.LightningModule, precision: Precision, clip: float | None, fused: bool | None
+    ) -> None:
+        self.task, self.precision, self.clip, self.fused = task, precision, clip, fused
 
     def epoch_start(self) -> None:
         """Called before each epoch (the language model starts its state afresh)."""
@@ -376,13 +385,15 @@ class Step:
 class ClassifierStep(Step):
     """BCE on one logit (two classes) or cross-entropy, as ClassificationTask's default loss."""
 
-    def __init__(self, task: L.LightningModule, precision: Precision, clip: float | None) -> None:
-        super().__init__(task, precision, clip)
+    def __init__(
+        self, task: L.LightningModule, precision: Precision, clip: float | None, fused: bool | None
+    ) -> None:
+        super().__init__(task, precision, clip, fused)
         hp = task.hparams
         if hp.get("loss") or hp.get("class_weights") is not None or hp.get("label_smoothing"):
             raise ConfigError("the plain loop writes the default loss: leave model.loss, class_weights unset")
         self.net, self.binary = task.net, task.num_classes == 2
-        self.optimizer = task.build_optimizer("optimizer", task.parameters())
+        self.optimizer = task.build_optimizer("optimizer", task.parameters(), fused=self.fused)
 
     def __call__(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, int]:
         *inputs, target = batch
@@ -399,10 +410,12 @@ class ClassifierStep(Step):
 class LanguageModelStep(Step):
     """Next-character cross-entropy, the recurrent state carried from chunk to chunk (detached)."""
 
-    def __init__(self, task: L.LightningModule, precision: Precision, clip: float | None) -> None:
-        super().__init__(task, precision, clip)
+    def __init__(
+        self, task: L.LightningModule, precision: Precision, clip: float | None, fused: bool | None
+    ) -> None:
+        super().__init__(task, precision, clip, fused)
         self.net = task.net
-        self.optimizer = task.build_optimizer("optimizer", task.parameters())
+        self.optimizer = task.build_optimizer("optimizer", task.parameters(), fused=self.fused)
         self.state: Any = None
 
     def epoch_start(self) -> None:
@@ -421,13 +434,15 @@ class LanguageModelStep(Step):
 class VAEStep(Step):
     """The negative ELBO with a Bernoulli decoder: reconstruction (one reparameterised draw) + KL."""
 
-    def __init__(self, task: L.LightningModule, precision: Precision, clip: float | None) -> None:
-        super().__init__(task, precision, clip)
+    def __init__(
+        self, task: L.LightningModule, precision: Precision, clip: float | None, fused: bool | None
+    ) -> None:
+        super().__init__(task, precision, clip, fused)
         hp = task.hparams
         if hp.likelihood != "bernoulli" or hp.kl_warmup_epochs or float(hp.beta) != 1.0:
             raise ConfigError("the plain VAE loop writes a Bernoulli decoder's ELBO (beta 1, no warm-up)")
         self.encoder, self.decoder = task.encoder, task.decoder
-        self.optimizer = task.build_optimizer("optimizer", task.parameters())
+        self.optimizer = task.build_optimizer("optimizer", task.parameters(), fused=self.fused)
 
     def __call__(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, int]:
         x = batch[0]
@@ -448,15 +463,19 @@ class GANStep(Step):
     update through the frozen discriminator (the configured loss: hinge or non-saturating), then the
     generator's moving average."""
 
-    def __init__(self, task: L.LightningModule, precision: Precision, clip: float | None) -> None:
-        super().__init__(task, precision, clip)
+    def __init__(
+        self, task: L.LightningModule, precision: Precision, clip: float | None, fused: bool | None
+    ) -> None:
+        super().__init__(task, precision, clip, fused)
         hp = task.hparams
         if hp.conditional or hp.loss == "wgan_gp" or hp.n_critic != 1:
             raise ConfigError("the plain GAN loop is unconditional, one critic step, no gradient penalty")
         self.kind, self.latent_dim, self.clip = hp.loss, int(hp.latent_dim), hp.gradient_clip_val
         self.generator, self.discriminator, self.ema = task.generator, task.discriminator, task.generator_ema
-        self.optimizer_g = task.build_optimizer("optimizer_g", self.generator.parameters())
-        self.optimizer_d = task.build_optimizer("optimizer_d", self.discriminator.parameters())
+        self.optimizer_g = task.build_optimizer("optimizer_g", self.generator.parameters(), fused=self.fused)
+        self.optimizer_d = task.build_optimizer(
+            "optimizer_d", self.discriminator.parameters(), fused=self.fused
+        )
 
     def __call__(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, int]:
         real = batch[0] * 2 - 1  # [0, 1] -> [-1, 1], the generator's range
@@ -490,12 +509,19 @@ STEPS: dict[str, type[Step]] = {
 
 
 def hand_step(
-    family: Family, task: L.LightningModule, cfg: DictConfig, device: torch.device
+    family: Family, task: L.LightningModule, cfg: DictConfig, device: torch.device, plain: bool = False
 ) -> tuple[L.LightningModule, Any, float]:
-    """A copy of ``task`` on ``device``, the family's hand-written step over it, and its starting weights."""
+    """A copy of ``task`` on ``device``, the family's hand-written step over it, and its starting weights.
+
+    ``plain``: the optimiser as a user writes it (torch's defaults); otherwise as lit_dl builds it
+    (fused where :func:`~lit_dl.tasks.base.fuses_by_default` allows: not with mixed precision and
+    gradient clipping).
+    """
     task = copy.deepcopy(task).to(device).train()
     clip = cfg.trainer.get("gradient_clip_val") or task.hparams.get("gradient_clip_val")
-    step = STEPS[family.kind](task, Precision(str(cfg.trainer.precision), device), clip)
+    precision = str(cfg.trainer.precision)
+    fused = False if plain or (clip and precision.endswith("-mixed")) else None
+    step = STEPS[family.kind](task, Precision(precision, device), clip, fused)
     return task, step, weights_checksum(task)
 
 
@@ -509,7 +535,7 @@ def hand_loop(
     warmup: int,
 ) -> Result:
     """(a) or (b): ``cfg.trainer.max_epochs`` epochs of the hand-written step on a copy of ``task``."""
-    task, step, initial_checksum = hand_step(family, task, cfg, device)
+    task, step, initial_checksum = hand_step(family, task, cfg, device, plain=loop == "plain")
     epochs = int(cfg.trainer.max_epochs)
     timer = StepTimer(device, warmup)
     with PeakMemory(device) as memory:
@@ -765,16 +791,21 @@ def run_family(family: Family, args: argparse.Namespace, runs: Path) -> tuple[li
     cfg = compose_config(family, args)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     task, data = reference_parts(cfg)
-    results = []
-    for loop in ("plain", "ideal"):
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        results.append(hand_loop(family, loop, task, data, cfg, device, args.warmup))
-        print(f"  {family.experiment:<11} {loop:<6} {results[-1].steps_per_s:8.1f} steps/s", flush=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    results.append(bare_lightning_loop(family, task, data, cfg, device, args.warmup))
-    print(f"  {family.experiment:<11} bare L {results[-1].steps_per_s:8.1f} steps/s", flush=True)
-    results.append(lit_dl_loop(family, cfg, runs / family.experiment, device, args.warmup))
-    print(f"  {family.experiment:<11} lit_dl {results[-1].steps_per_s:8.1f} steps/s", flush=True)
+    rounds: dict[str, list[Result]] = {loop: [] for loop in LOOPS}
+    # The loops take turns, round after round: a slow spell of a shared machine hits every loop
+    # alike, and each loop's median round is reported.
+    for round_ in range(args.repeats):
+        for loop in LOOPS:
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            if loop in ("plain", "ideal"):
+                result = hand_loop(family, loop, task, data, cfg, device, args.warmup)
+            elif loop == "bare L":
+                result = bare_lightning_loop(family, task, data, cfg, device, args.warmup)
+            else:
+                result = lit_dl_loop(family, cfg, runs / f"{family.experiment}-{round_}", device, args.warmup)
+            rounds[loop].append(result)
+            print(f"  {family.experiment:<11} {loop:<6} {result.steps_per_s:8.1f} steps/s", flush=True)
+    results = [median_round(rounds[loop]) for loop in LOOPS]
     info = {
         "steps_per_epoch": data.steps_per_epoch(),
         "epochs": int(cfg.trainer.max_epochs),
@@ -785,6 +816,17 @@ def run_family(family: Family, args: argparse.Namespace, runs: Path) -> tuple[li
         "per_epoch_work": per_epoch_work(cfg),
     }
     return results, info
+
+
+def median_round(results: list[Result]) -> Result:
+    """The round with the median speed (of an even number, the slower middle one), with every round's
+    speed in its notes."""
+    ordered = sorted(results, key=lambda r: r.steps_per_s)
+    median = ordered[(len(ordered) - 1) // 2]
+    if len(results) > 1:
+        speeds = ", ".join(f"{r.steps_per_s:.1f}" for r in results)
+        median.notes.insert(0, f"median of {len(results)} rounds ({speeds} steps/s)")
+    return median
 
 
 def verdict(results: list[Result], tolerance: float) -> tuple[bool, float]:
@@ -872,6 +914,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="32-true")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--warmup", type=int, default=5, help="first training steps not timed")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds of the four loops, taken in turn; each loop's median"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--runs", type=Path, default=None, help="lit_dl's run folders (default: temporary)")
@@ -889,6 +934,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--accelerator gpu: torch sees no GPU")
     if args.precision == "16-mixed" and args.accelerator == "cpu":
         parser.error("--precision 16-mixed needs --accelerator gpu (on the CPU use bf16-mixed)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
     return args

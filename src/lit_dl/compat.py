@@ -138,7 +138,7 @@ def skip_noop_batch_hooks(obj: L.Callback | L.LightningModule) -> list[str]:
 
     For every callback and every hook of every batch, Lightning enters a profiler context and
     formats the callback's ``state_key`` even when the hook is the base class's empty method: with
-    a dozen callbacks that is about 100 calls a step, as much as a small model's step. Lightning
+    a dozen callbacks that is about 80 profiler contexts a step (counted in a cProfile). Lightning
     skips a hook that is not callable (``_call_callback_hooks``, ``_call_lightning_module_hook``:
     ``if callable(fn)``), so an instance attribute ``None`` shadows each inherited no-op.
     """

@@ -8,6 +8,8 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision, Precision
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from omegaconf import OmegaConf
 
 from lit_dl.callbacks import FiniteLossGuard
@@ -15,6 +17,7 @@ from lit_dl.data import TensorBatchDataset, batch_loader
 from lit_dl.data.spec import DataSpec
 from lit_dl.errors import ConfigError, TrainingError
 from lit_dl.tasks import ClassificationTask, RegressionTask
+from lit_dl.tasks.base import fuses_by_default
 
 N_FEATURES = 4
 NET = {"_target_": "lit_dl.nets.TabularMLP", "hidden_sizes": [16]}
@@ -340,6 +343,61 @@ def test_finite_loss_guard_deferred_check_still_stops_before_the_epoch_ends():
     assert fit.global_step == 1  # one batch of 64 rows: the check came at the epoch end
 
 
+def test_fused_optimizer_left_out_when_mixed_precision_clips_gradients():
+    # Lightning's MixedPrecision.clip_gradients raises for a fused optimiser: lit_dl does not fuse then.
+    ds = classification_data(2, n=128)
+    fit = trainer(max_epochs=1, precision="bf16-mixed", gradient_clip_val=1.0)
+    task = classifier(2)
+    fit.fit(task, train_dataloaders=loader(ds, shuffle=True))
+    assert not fit.optimizers[0].defaults["fused"]
+
+
+def test_optimizer_is_fused_by_default_and_as_configured_otherwise():
+    # Fused: one kernel for all parameters (torch's default on the CPU loops over them one by one).
+    assert classifier(2).configure_optimizers().defaults["fused"] is True
+    for setting in ({"fused": False}, {"foreach": True}):
+        task = classifier(2, optimizer={**ADAM, **setting})
+        assert not task.configure_optimizers().defaults["fused"]  # the user's choice stands
+    # LBFGS has no fused kernel: built as configured.
+    lbfgs = classifier(2, optimizer={"_target_": "torch.optim.LBFGS", "_partial_": True})
+    assert isinstance(lbfgs.configure_optimizers(), torch.optim.LBFGS)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "precision", "clips", "fused"),
+    [
+        (SingleDeviceStrategy("cpu"), "32-true", True, True),
+        (SingleDeviceStrategy("cpu"), "bf16-mixed", False, True),
+        # Mixed precision and clipping: Lightning refuses to clip for an optimiser that unscales itself.
+        (SingleDeviceStrategy("cpu"), "bf16-mixed", True, False),
+        (DDPStrategy(), "32-true", False, True),
+        (FSDPStrategy(), "32-true", False, False),  # sharded parameters: torch's default
+    ],
+)
+def test_fused_optimizer_only_where_the_strategy_and_precision_allow_it(strategy, precision, clips, fused):
+    if isinstance(strategy, FSDPStrategy):
+        strategy.precision_plugin = FSDPPrecision(precision)
+    else:
+        strategy.precision_plugin = (
+            MixedPrecision(precision, "cpu") if precision.endswith("mixed") else Precision()
+        )
+    params = list(classifier(2).parameters())
+    assert fuses_by_default(ADAM, params, strategy, clips) is fused
+    assert not fuses_by_default(ADAM, [torch.zeros(2, dtype=torch.long)], None)  # not floating
+
+
+def test_fused_optimizer_trains_and_resumes_an_unfused_checkpoint(tmp_path: Path):
+    # A checkpoint of an earlier release (optimiser state unfused) resumes under the fused default.
+    ds = classification_data(2, n=128)
+    unfused = classifier(2, optimizer={**ADAM, "fused": False})
+    first = trainer(max_epochs=2, default_root_dir=tmp_path)
+    first.fit(unfused, train_dataloaders=loader(ds, shuffle=True))
+    first.save_checkpoint(tmp_path / "unfused.ckpt")
+    resumed = classifier(2)
+    second = trainer(max_epochs=4, default_root_dir=tmp_path)
+    second.fit(resumed, train_dataloaders=loader(ds, shuffle=True), ckpt_path=tmp_path / "unfused.ckpt")
+    assert second.global_step == 2 * first.global_step
+    assert all(torch.isfinite(p).all() for p in resumed.parameters())
 
 
 class CSVRows(L.Callback):

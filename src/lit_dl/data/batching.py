@@ -135,7 +135,7 @@ class TensorBatchLoader:
     ``__len__``, ``dataset`` and a ``sampler`` whose ``set_epoch`` Lightning calls), but does
     not replace its sampler under DDP: sharding is done here (:class:`EpochOrder`), so each
     process reads its own rows. Written by hand because torch's ``DataLoader`` pulls every index
-    through a Python sampler and fetcher, which costs as much as a small model's step.
+    through a Python sampler and fetcher: Python work per row, every step.
 
     Args:
         dataset: the rows.

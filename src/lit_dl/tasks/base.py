@@ -20,11 +20,14 @@ needs to set attributes before ``super().__init__()``:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from hydra.utils import get_class
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
@@ -44,6 +47,54 @@ EXAMPLE_MODEL = {
     "language_model": "char_lstm",
     "generative": "tvae (tables) or vae_conv (images)",
 }
+
+
+def fuses_by_default(
+    node: Mapping[str, Any], params: list[Any], strategy: Any = None, clips: bool = False
+) -> bool:
+    """Whether lit_dl builds the optimiser of ``node`` with ``fused=True`` (one kernel for every
+    parameter's update instead of a dozen small ops per parameter tensor).
+
+    On the CPU torch's default Adam updates one parameter tensor at a time: 0.8 ms a step over the
+    digits VAE's parameters against 0.36 ms fused (measured on 2 cores). So lit_dl fuses when the
+    optimiser class offers it, the entry sets neither ``fused`` nor ``foreach``
+    (``model.optimizer.fused=false`` turns it off), every parameter is a floating
+    tensor on a device with fused kernels, the strategy is a single device or DDP (FSDP's and
+    DeepSpeed's sharded parameters keep torch's default), and under mixed precision the gradients
+    are not clipped (``clips``: Lightning refuses to clip for an optimiser that unscales itself).
+    """
+    if not isinstance(node, Mapping) or "fused" in node or "foreach" in node:
+        return False
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        return False
+    try:
+        cls = get_class(target)
+        accepts = "fused" in inspect.signature(cls).parameters
+    except Exception:  # an unimportable target fails later, with build_partial's message
+        return False
+    if not accepts or not params:
+        return False
+    if strategy is not None:
+        precision = str(getattr(strategy.precision_plugin, "precision", "32-true"))
+        plain = isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) and not isinstance(
+            strategy, DeepSpeedStrategy
+        )
+        if not plain or (clips and precision.endswith("-mixed")):
+            return False
+    return all(
+        isinstance(p, Tensor) and p.is_floating_point() and p.device.type in _fused_devices() for p in params
+    )
+
+
+def _fused_devices() -> tuple[str, ...]:
+    """Device types with torch's fused optimiser kernels (torch's private list, or cpu and cuda)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return tuple(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - older or newer torch without the helper
+        return ("cpu", "cuda")
 
 
 class Task(L.LightningModule):
@@ -88,9 +139,9 @@ class Task(L.LightningModule):
         self.configure_metrics()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets `_current_fx_name` twice around every hook it calls, some 40 times a
-        # training step; nn.Module.__setattr__ looks through parameters, buffers and submodules each
-        # time (~0.1 ms a step, 4% of a small MLP's). It is a plain attribute: set it directly.
+        # Lightning sets `_current_fx_name` twice around every hook it calls: 44 times a training
+        # step in a cProfile of a bare Lightning MLP run. nn.Module.__setattr__ looks through
+        # parameters, buffers and submodules each time; it is a plain attribute: set it directly.
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:
@@ -131,14 +182,28 @@ class Task(L.LightningModule):
         """Build the config entry ``model.<key>`` with extra arguments (sizes from the data)."""
         return build(self.hparams[key], f"model.{key}", **kwargs)
 
-    def build_optimizer(self, key: str, params: Iterable[Any]) -> torch.optim.Optimizer:
-        """The optimiser of the ``_partial_`` entry ``model.<key>`` over ``params``."""
+    def build_optimizer(
+        self, key: str, params: Iterable[Any], fused: bool | None = None
+    ) -> torch.optim.Optimizer:
+        """The optimiser of the ``_partial_`` entry ``model.<key>`` over ``params``.
+
+        ``fused``: None uses torch's fused kernel when :func:`fuses_by_default` allows it (the
+        entry sets neither ``fused`` nor ``foreach``); False builds the optimiser as configured.
+        """
         node = self.hparams.get(key)
         if not node:
             raise ConfigError(
                 f"model.{key} is not set: give an optimiser, e.g. model.{key}._target_=torch.optim.Adam"
             )
-        return build_partial(node, f"model.{key}", params=params)
+        params = list(params)
+        if fused is None:
+            trainer = trainer_or_none(self)
+            clips = bool(self.hparams.get("gradient_clip_val")) or bool(
+                trainer is not None and trainer.gradient_clip_val
+            )
+            fused = fuses_by_default(node, params, None if trainer is None else trainer.strategy, clips)
+        extra = {"fused": True} if fused else {}
+        return build_partial(node, f"model.{key}", params=params, **extra)
 
     def with_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
         """``configure_optimizers``' answer: the optimiser and the configured epoch-wise scheduler, if any."""
