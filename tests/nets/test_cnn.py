@@ -22,6 +22,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "stride2_and_pool": {"channels": [8], "stride": 2, "pool": "max", "convs_per_block": 2},
     "no_batch_norm_gelu": {"channels": [6], "batch_norm": False, "activation": "gelu", "kernel_size": 5},
     "no_pool": {"channels": [4, 4], "pool": None, "dropout": 0.1},
+    "convs_per_block_list": {"channels": [4, 8, 8], "convs_per_block": [1, 2, 3]},
 }
 
 
@@ -113,6 +114,30 @@ def test_block_layers() -> None:
         ConvBlock(3, 8, pool="median")
     with pytest.raises(ValueError, match="at least one block"):
         CNN(1, 2, channels=[])
+
+
+def test_convs_per_block_one_count_per_block() -> None:
+    net = CNN(1, 3, channels=[4, 8, 8], convs_per_block=[1, 2, 3])
+    convs = [sum(isinstance(m, nn.Conv2d) for m in block) for block in net.features]
+    assert convs == [1, 2, 3]
+    assert [block[0].out_channels for block in net.features] == [4, 8, 8]
+
+
+def test_convs_per_block_list_keeps_the_checkpoint_layout_of_a_count() -> None:
+    """``[2, 2]`` builds the same layers as ``2``: checkpoints of either load into the other."""
+    torch.manual_seed(0)
+    counted = CNN(1, 3, channels=[4, 8], convs_per_block=2).eval()
+    listed = CNN(1, 3, channels=[4, 8], convs_per_block=[2, 2]).eval()
+    listed.load_state_dict(counted.state_dict())  # strict: the same names and shapes
+    x = torch.randn(2, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(counted(x), listed(x))
+
+
+@pytest.mark.parametrize("convs_per_block", [[1, 2], [1, 2, 2, 2], 0, [1, 0, 1], [1, True, 1], [1.5, 1, 1]])
+def test_bad_convs_per_block(convs_per_block: Any) -> None:
+    with pytest.raises(ValueError, match=r"convs_per_block .* one per block \(3 for channels\)"):
+        CNN(1, 3, channels=[4, 8, 8], convs_per_block=convs_per_block)
 
 
 def test_dropout_before_the_head() -> None:

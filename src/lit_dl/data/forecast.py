@@ -10,8 +10,13 @@ their own steps. Filling missing values, the log transform and the scaler never 
 step after the end of the span they serve (see :meth:`ForecastDataModule.encode`).
 
 Batches are ``(x, naive, y)``: the window ``(B, window, F)`` with the target in
-channel 0, the seasonal-naive forecast ``(B, horizon)`` and the targets
-``(B, horizon)``, all in scaled units (the task turns them back into the series' own).
+channel 0 (and its seasonal lags in the next ``seasonal_lags`` channels), the seasonal-naive
+forecast ``(B, horizon)`` and the targets ``(B, horizon)``, all in scaled units (the task
+turns them back into the series' own).
+
+A long season (365 daily steps) needs no window that long: ``seasonal_lags`` puts the values
+one (or more) seasons before the steps to forecast into the window, and ``calendar`` adds the
+position of each step in the year, week and day as sine/cosine pairs.
 """
 
 from __future__ import annotations
@@ -50,6 +55,38 @@ log = logging.getLogger(__name__)
 # Column of the prediction file when there is no single time column to name it after.
 COMBINED_TIME = "time"
 ROW_STEP = "step"
+# Calendar cycles (data.calendar=true) and the sine/cosine harmonics of each: two for the year, whose
+# shape is rarely one smooth wave; one for the week and the day.
+CALENDAR_HARMONICS = {"year": 2, "week": 1, "day": 1}
+
+
+def calendar_cycles(stamps: pd.DatetimeIndex) -> list[str]:
+    """The cycles a series of these time stamps can show: the year (steps under half a year apart),
+    the week (steps of a day or less) and the day (steps under a day)."""
+    spacing = pd.Series(stamps).diff().median() if len(stamps) > 1 else pd.Timedelta(days=1)
+    cycles = ["year"] if spacing < pd.Timedelta(days=183) else []
+    if spacing <= pd.Timedelta(days=1):
+        cycles.append("week")
+    if spacing < pd.Timedelta(days=1):
+        cycles.append("day")
+    return cycles
+
+
+def calendar_features(stamps: pd.DatetimeIndex, cycles: Sequence[str]) -> np.ndarray:
+    """``(T, C)`` sines and cosines of each stamp's position in the given cycles (phase in [0, 1))."""
+    day = (stamps.hour + stamps.minute / 60 + stamps.second / 3600).to_numpy(dtype=np.float64) / 24
+    phases = {
+        "year": (stamps.day_of_year.to_numpy() - 1 + day) / np.where(stamps.is_leap_year, 366, 365),
+        "week": (stamps.day_of_week.to_numpy() + day) / 7,
+        "day": day,
+    }
+    columns = [
+        wave(2 * np.pi * k * phases[cycle])
+        for cycle in cycles
+        for k in range(1, CALENDAR_HARMONICS[cycle] + 1)
+        for wave in (np.sin, np.cos)
+    ]
+    return np.stack(columns, axis=1) if columns else np.zeros((len(stamps), 0))
 
 
 class ForecastDataModule(InMemoryDataModule):
@@ -82,6 +119,13 @@ class ForecastDataModule(InMemoryDataModule):
         horizon: steps forecast at once.
         season: steps per season for the seasonal-naive baseline (12 for monthly data,
             24 for hourly data with a daily cycle, 1 for "the last value").
+        seasonal_lags: extra input channels with the target ``k = 1 .. seasonal_lags`` seasons
+            before each step to forecast (see :class:`~lit_dl.data.windows.WindowDataset`): a
+            long season without a window that long. Needs ``horizon <= season``; windows start
+            ``seasonal_lags * season`` steps later.
+        calendar: add the position of each step in the year (2 sine/cosine pairs), the week
+            (daily or finer steps) and the day (finer than daily) as inputs; needs dates in
+            ``time_column``.
         val_fraction, test_fraction: shares of the time steps held out at the end.
         val_steps, test_steps: the same as numbers of time steps (override the fractions).
         log_target: model ``log1p(target)`` (needs a target >= 0): turns the growing
@@ -126,6 +170,8 @@ class ForecastDataModule(InMemoryDataModule):
         on_device: bool | str = "auto",
         cv_folds: int | None = None,
         cv_fold: int | None = None,
+        seasonal_lags: int = 0,
+        calendar: bool = False,
     ) -> None:
         super().__init__()
         if not target:
@@ -146,6 +192,15 @@ class ForecastDataModule(InMemoryDataModule):
             )
         if fill not in ("ffill", "interpolate"):
             raise DataError(f"data.fill must be ffill or interpolate, got {fill!r}")
+        if int(seasonal_lags) < 0:
+            raise DataError(f"data.seasonal_lags must be 0 or more seasons, got {seasonal_lags}")
+        if int(seasonal_lags) and int(horizon) > int(season):
+            raise DataError(
+                f"data.seasonal_lags needs data.horizon ({horizon}) <= data.season ({season}): a lag of "
+                "one season would otherwise lie after the forecast origin; set data.seasonal_lags=0"
+            )
+        if calendar and not time_column:
+            raise DataError("data.calendar=true needs dates: set data.time_column (or data.calendar=false)")
         time_column = as_list("time_column", time_column) or None
         features = as_list("features", features)
         path = absolute(path)
@@ -168,9 +223,12 @@ class ForecastDataModule(InMemoryDataModule):
         self.batch_size = int(batch_size)
         self.on_device = on_device_setting(on_device)
         self.cv_folds, self.cv_fold = cv_folds, cv_fold
+        self.seasonal_lags = int(seasonal_lags)
+        self.calendar = bool(calendar)
 
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.numeric_features: list[str] | None = None
+        self.calendar_cycles: list[str] = []  # data.calendar: the cycles found in the training file
         self.categories: dict[str, list[str]] = {}
         self.scaler_mean: list[float] = []
         self.scaler_scale: list[float] = []
@@ -179,8 +237,9 @@ class ForecastDataModule(InMemoryDataModule):
 
     @property
     def history(self) -> int:
-        """Steps before the origin a window needs: its inputs, and one season for the baseline."""
-        return max(self.window, self.season)
+        """Steps before the origin a window needs: its inputs (with their seasonal lags), and one
+        season for the baseline."""
+        return max(self.window, self.season, self.window + self.seasonal_lags * self.season - self.horizon)
 
     @property
     def fitted(self) -> bool:
@@ -279,7 +338,7 @@ class ForecastDataModule(InMemoryDataModule):
         return out
 
     def encode(self, frame: pd.DataFrame, ends: Sequence[int], fit_end: int | None = None) -> Tensor:
-        """Scaled ``(T, F)`` values: target, numeric features, then one-hot categories.
+        """Scaled ``(T, F)`` values: target, numeric features, one-hot categories, then calendar waves.
 
         ``ends`` are the span ends: each span is filled from the rows up to its own end.
         ``fit_end`` fits the scaler on rows ``[0, fit_end)`` (the training span) first.
@@ -314,6 +373,13 @@ class ForecastDataModule(InMemoryDataModule):
             (filled[col].to_numpy(dtype=object)[:, None] == np.asarray(cats, dtype=object)[None, :])
             for col, cats in self.categories.items()
         ]
+        if self.calendar_cycles:
+            if not isinstance(frame.index, pd.DatetimeIndex):
+                raise DataError(
+                    "data.calendar=true: this model was trained with calendar inputs, which need dates in "
+                    f"the time column ({', '.join(self.time_columns) or 'none set'})"
+                )
+            onehots.append(calendar_features(frame.index, self.calendar_cycles))
         values = np.concatenate([scaled, *onehots], axis=1) if onehots else scaled
         return torch.from_numpy(values.astype(np.float32))
 
@@ -330,8 +396,14 @@ class ForecastDataModule(InMemoryDataModule):
         if steps < self.history + self.horizon:
             raise DataError(
                 f"the series has {steps} time steps, fewer than one window needs: max(data.window="
-                f"{self.window}, data.season={self.season}) past steps + data.horizon={self.horizon} "
-                "to forecast; use a longer series or a shorter window or horizon"
+                f"{self.window}, data.season={self.season}) past steps"
+                + (
+                    f" (with data.seasonal_lags={self.seasonal_lags}: {self.history})"
+                    if self.seasonal_lags
+                    else ""
+                )
+                + f" + data.horizon={self.horizon} to forecast; use a longer series or a shorter window or "
+                "horizon"
             )
         if self.fitted and self.source_steps is not None and steps != self.source_steps:
             log.warning(
@@ -345,6 +417,13 @@ class ForecastDataModule(InMemoryDataModule):
         if not self.fitted:
             self.source_steps = steps
             self._fit(series.frame.iloc[:train_end])
+            if self.calendar:
+                if series.kind != "datetime":
+                    raise DataError(
+                        f"data.calendar=true needs dates, but time column(s) {', '.join(self.time_columns)} "
+                        f"hold {series.kind}s; set data.calendar=false"
+                    )
+                self.calendar_cycles = calendar_cycles(series.frame.index)
         # (A cross-validation fold ends with its test block: later steps are never read.)
         frame = series.frame.iloc[:fold_end]
         values = self.encode(
@@ -362,7 +441,7 @@ class ForecastDataModule(InMemoryDataModule):
                     "the span; use a shorter window or horizon, or a longer span "
                     "(data.val_fraction / data.test_fraction / data.val_steps / data.test_steps)"
                 )
-            self.datasets[name] = WindowDataset(values, origins, self.window, self.horizon, self.season)
+            self.datasets[name] = self.window_dataset(values, origins)
         dropped = int((~observed).sum())
         log.info(
             "data: %d time steps%s; %d train / %d val / %d test windows; %d inputs per step%s",
@@ -375,6 +454,12 @@ class ForecastDataModule(InMemoryDataModule):
             f"; {dropped} missing target values filled, windows with one among their targets dropped"
             if dropped
             else "",
+        )
+
+    def window_dataset(self, values: Tensor, origins: Tensor, with_targets: bool = True) -> WindowDataset:
+        """The windows ending at ``origins`` of the encoded series ``values``."""
+        return WindowDataset(
+            values, origins, self.window, self.horizon, self.season, with_targets, self.seasonal_lags
         )
 
     # ------------------------------------------------------------------ prediction
@@ -393,11 +478,11 @@ class ForecastDataModule(InMemoryDataModule):
         if steps < self.history:
             raise DataError(
                 f"{path} has {steps} time steps; a forecast reads the last {self.history} "
-                f"(max of data.window={self.window} and data.season={self.season})"
+                f"(data.window={self.window}, data.season={self.season}, "
+                f"data.seasonal_lags={self.seasonal_lags})"
             )
         values = self.encode(series.frame, [steps])
-        origins = torch.tensor([steps - 1])
-        dataset = WindowDataset(values, origins, self.window, self.horizon, self.season, with_targets=False)
+        dataset = self.window_dataset(values, torch.tensor([steps - 1]), with_targets=False)
         if series.kind == "row":
             name = ROW_STEP
         else:
@@ -407,9 +492,17 @@ class ForecastDataModule(InMemoryDataModule):
 
     # ------------------------------------------------------------------ task wiring
     def num_inputs(self) -> int:
-        """Values per time step: target, numeric features, one-hot categories."""
+        """Values per time step: target, its seasonal lags, numeric features, one-hot categories,
+        calendar waves."""
         assert self.numeric_features is not None
-        return 1 + len(self.numeric_features) + sum(len(c) for c in self.categories.values())
+        calendar = sum(2 * CALENDAR_HARMONICS[c] for c in self.calendar_cycles)
+        return (
+            1
+            + self.seasonal_lags
+            + len(self.numeric_features)
+            + sum(len(c) for c in self.categories.values())
+            + calendar
+        )
 
     def data_spec(self) -> DataSpec:
         """Values per step, the horizon and the target's scaler (the task reads forecasts back with it)."""
@@ -420,7 +513,12 @@ class ForecastDataModule(InMemoryDataModule):
             inputs={"in_features": self.num_inputs()},
             target_mean=float(self.scaler_mean[0]),
             target_std=float(self.scaler_scale[0]),
-            options={"horizon": int(self.horizon), "log_target": bool(self.log_target)},
+            # target_channels: the target and its lags, which the task may read relative to the last value.
+            options={
+                "horizon": int(self.horizon),
+                "log_target": bool(self.log_target),
+                "target_channels": 1 + self.seasonal_lags,
+            },
         )
 
     # ------------------------------------------------------------------ checkpoint state
@@ -434,6 +532,7 @@ class ForecastDataModule(InMemoryDataModule):
             "scaler_mean": list(self.scaler_mean),
             "scaler_scale": list(self.scaler_scale),
             "source_steps": self.source_steps,
+            "calendar_cycles": list(self.calendar_cycles),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -445,4 +544,5 @@ class ForecastDataModule(InMemoryDataModule):
         self.scaler_mean = [float(v) for v in state["scaler_mean"]]
         self.scaler_scale = [float(v) for v in state["scaler_scale"]]
         self.source_steps = state.get("source_steps")
+        self.calendar_cycles = list(state.get("calendar_cycles", []))  # (checkpoints before data.calendar)
         self.datasets = {}

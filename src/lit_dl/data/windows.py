@@ -1,7 +1,8 @@
 """Sliding windows over one encoded series: which origins make complete windows, and the dataset of them.
 
 A window ending at step ``t`` (its *origin*) holds the inputs ``t-window+1 .. t``, the
-seasonal-naive forecast and the targets ``t+1 .. t+horizon``.
+seasonal-naive forecast and the targets ``t+1 .. t+horizon``. Seasonal lags add, beside the
+target channel of each input step, the target some seasons earlier (see :class:`WindowDataset`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class WindowDataset(Dataset):
         origins: ``(N,)`` index of each window's last input step.
         window, horizon, season: see :class:`~lit_dl.data.forecast.ForecastDataModule`.
         with_targets: also return the targets (False for prediction past the end of the data).
+        seasonal_lags: ``n`` channels inserted after the target: at input step ``s`` the target at
+            ``s + horizon - k * season`` for ``k = 1 .. n``, so the window's last ``horizon`` steps
+            carry the values ``k`` seasons before each step to forecast (``k = 1``: the
+            seasonal-naive forecast) and the earlier steps what led up to them. The origins must
+            leave ``window - 1 + n * season - horizon`` steps before them (see ``history``).
     """
 
     def __init__(
@@ -46,10 +52,15 @@ class WindowDataset(Dataset):
         horizon: int,
         season: int,
         with_targets: bool = True,
+        seasonal_lags: int = 0,
     ) -> None:
+        if seasonal_lags and horizon > season:
+            raise ValueError(f"seasonal lags need horizon <= season, got {horizon} > {season}")
         self.series = series
         self.origins = origins.long()
         self.input_offsets = torch.arange(1 - window, 1)
+        # (W, n): offsets from the origin of each input step's lagged targets.
+        self.lag_offsets = self.input_offsets[:, None] + horizon - season * torch.arange(1, seasonal_lags + 1)
         self.target_offsets = torch.arange(1, horizon + 1)
         self.naive_offsets = seasonal_naive_offsets(horizon, season)
         self.with_targets = with_targets
@@ -58,9 +69,12 @@ class WindowDataset(Dataset):
         return len(self.origins)
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, ...]:
-        """``x (B, window, F)``, ``naive (B, horizon)`` and, with targets, ``y (B, horizon)``."""
+        """``x (B, window, F + lags)``, ``naive (B, horizon)`` and, with targets, ``y (B, horizon)``."""
         origin = self.origins[torch.as_tensor(indices, dtype=torch.long)][:, None]
         x = self.series[origin + self.input_offsets]
+        if self.lag_offsets.shape[1]:
+            lags = self.series[origin[..., None] + self.lag_offsets, 0]  # (B, W, n)
+            x = torch.cat([x[..., :1], lags, x[..., 1:]], dim=-1)
         naive = self.series[origin + self.naive_offsets, 0]
         if not self.with_targets:
             return x, naive
@@ -73,8 +87,8 @@ class WindowDataset(Dataset):
 def window_origins(observed: np.ndarray, start: int, end: int, history: int, horizon: int) -> Tensor:
     """Origins of the windows whose targets all lie in ``[start, end)`` and were observed.
 
-    ``history`` is the number of steps before the origin a window needs (inputs, and one
-    season for the baseline); ``observed`` marks the steps whose target was in the file.
+    ``history`` is the number of steps before the origin a window needs (inputs, seasonal lags
+    and one season for the baseline); ``observed`` marks the steps whose target was in the file.
     """
     origins = np.arange(max(start - 1, history - 1), end - horizon)
     missing = np.concatenate([[0], np.cumsum(~observed)])

@@ -63,7 +63,10 @@ class CNN(nn.Module):
         in_channels: channels of the input images (from the datamodule).
         out_features: number of outputs (1 for binary, else the number of classes).
         channels: output channels of each block.
-        kernel_size, stride, convs_per_block, batch_norm, activation, pool: per block, see :class:`ConvBlock`.
+        convs_per_block: convolutions in each block: one count for all, or one per block (e.g.
+            ``[1, 2, 2]``: a single conv at full resolution, where a conv costs the most, and two
+            in the smaller blocks after it).
+        kernel_size, stride, batch_norm, activation, pool: per block, see :class:`ConvBlock`.
         dropout: dropout in the blocks (channel-wise) and before the head.
         image_size: ``(H, W)`` of the inputs, used to check the blocks do not shrink them to nothing.
     """
@@ -75,7 +78,7 @@ class CNN(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         kernel_size: int = 3,
         stride: int = 1,
-        convs_per_block: int = 1,
+        convs_per_block: int | Sequence[int] = 1,
         batch_norm: bool = True,
         activation: str = "relu",
         pool: str | None = "max",
@@ -85,6 +88,7 @@ class CNN(nn.Module):
         super().__init__()
         if not channels:
             raise ValueError("CNN needs at least one block (channels)")
+        convs = block_convs(convs_per_block, len(channels))
         if image_size is not None:
             height, width = image_size
             for _ in channels:
@@ -97,14 +101,14 @@ class CNN(nn.Module):
                     "use fewer blocks, stride 1 or pool=null"
                 )
         blocks, width_in = [], in_channels
-        for width_out in channels:
+        for width_out, block_conv_count in zip(channels, convs, strict=True):
             blocks.append(
                 ConvBlock(
                     width_in,
                     width_out,
                     kernel_size,
                     stride,
-                    convs_per_block,
+                    block_conv_count,
                     batch_norm,
                     activation,
                     pool,
@@ -123,6 +127,19 @@ class CNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, out_features)``."""
         return self.head(self.pool(self.features(x)))
+
+
+def block_convs(convs_per_block: int | Sequence[int], blocks: int) -> list[int]:
+    """Convolutions of each of ``blocks`` blocks: ``convs_per_block`` repeated, or checked against them."""
+    counts = [convs_per_block] * blocks if isinstance(convs_per_block, int) else list(convs_per_block)
+    if len(counts) != blocks or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts
+    ):
+        raise ValueError(
+            f"convs_per_block must be a whole number >= 1 or one per block ({blocks} for channels), "
+            f"got {convs_per_block!r}"
+        )
+    return counts
 
 
 class ResNet(nn.Module):

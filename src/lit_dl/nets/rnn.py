@@ -161,10 +161,18 @@ class RecurrentClassifier(nn.Module):
 class RecurrentForecaster(nn.Module):
     """Reads a window ``(B, window, in_features)`` and predicts the next ``out_features`` values at once.
 
+    With ``linear_skip=k`` a linear map from the last ``k`` steps of the window (every input
+    channel) to the forecast is added to the recurrent head's ("wide and deep"): the network then
+    contains an autoregressive model of order ``k``, which a short series fits at once, and the
+    recurrent part learns what it misses. The map starts at zero, so an untrained network still
+    outputs the recurrent head alone. A window shorter than ``k`` steps is padded with zeros in
+    front (with the task's relative inputs: "as the last value").
+
     Args:
         in_features: features per time step (the target plus any extra inputs).
         out_features: the horizon.
         hidden_size, num_layers, cell, dropout: see :class:`RecurrentEncoder`.
+        linear_skip: steps the linear path reads; 0: none.
     """
 
     def __init__(
@@ -175,15 +183,29 @@ class RecurrentForecaster(nn.Module):
         num_layers: int = 1,
         cell: str = "lstm",
         dropout: float = 0.0,
+        linear_skip: int = 0,
     ) -> None:
         super().__init__()
+        if linear_skip < 0:
+            raise ValueError(f"linear_skip must be 0 or a number of steps, got {linear_skip}")
         self.encoder = RecurrentEncoder(in_features, hidden_size, num_layers, cell, dropout)
         self.head = nn.Linear(self.encoder.output_size, out_features)
+        self.skip_steps = int(linear_skip)
+        self.skip = nn.Linear(linear_skip * in_features, out_features) if linear_skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, window, F)`` -> ``(B, horizon)``."""
         _, last, _ = self.encoder(x)
-        return self.head(last)
+        out = self.head(last)
+        if self.skip is None:
+            return out
+        recent = x[:, -self.skip_steps :]
+        if recent.shape[1] < self.skip_steps:
+            recent = nn.functional.pad(recent, (0, 0, self.skip_steps - recent.shape[1], 0))
+        return out + self.skip(recent.flatten(1))
 
 
 class CharRNN(nn.Module):

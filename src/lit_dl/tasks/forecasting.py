@@ -38,10 +38,11 @@ class ForecastTask(SupervisedTask):
         baseline: what the network's output is added to. ``naive``: the seasonal-naive
             forecast, so the network learns a correction to it and starts out equal to it;
             ``last``: the last observed value; ``none``: the output is the forecast itself.
-        relative_inputs: feed the target channel as the difference to the window's last
-            value, so the network sees the shape of the recent past, not its level (the
-            level of a trending series leaves the range seen in training). Needs a baseline
-            that carries the level (``naive`` or ``last``).
+        relative_inputs: feed the target channel (and its seasonal lags, the data spec's
+            ``target_channels``) as the difference to the window's last value, so the network
+            sees the shape of the recent past, not its level (the level of a trending series
+            leaves the range seen in training). Needs a baseline that carries the level
+            (``naive`` or ``last``).
         **kwargs: see :class:`~lit_dl.tasks.supervised.SupervisedTask` (``loss``: default
             ``mse``, on the scaled target).
     """
@@ -100,7 +101,9 @@ class ForecastTask(SupervisedTask):
         """``x (B, window, F)``, ``naive (B, horizon)`` -> forecast ``(B, horizon)``, scaled units."""
         level = x[:, -1, :1]  # (B, 1): the last observed (scaled) target
         if self.hparams.relative_inputs:
-            x = torch.cat([x[..., :1] - level[:, None], x[..., 1:]], dim=-1)
+            # The target and its seasonal lags (checkpoints from before lags: the target alone).
+            n = int(self.data_spec.options.get("target_channels", 1))
+            x = torch.cat([x[..., :n] - level[:, None], x[..., n:]], dim=-1)
         output = self._run_net(x)
         if self.hparams.baseline == "naive":
             return output + naive
