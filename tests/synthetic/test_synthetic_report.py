@@ -275,3 +275,14 @@ def test_report_verb_leaves_out_id_like_columns_in_one_warning(
         assert set(run("drop=[]")["kinds"]) == {"id", "x", "plan", "y", "key"}  # kept as asked
         assert set(run("drop=[key]")["kinds"]) == {"id", "x", "plan", "y"}  # exactly the listed ones
     assert not [r for r in caplog.records if r.name == "lit_dl.verbs.report"]
+
+
+def test_summary_lines_are_filled_in() -> None:
+    """Every figure of the printed summary is formatted (no template text such as ``{number(...)}``)."""
+    train, synthetic, holdout = small_tables()
+    report = build_report(train, synthetic, holdout, ignore=["id"])
+    lines = summary_lines(report)
+    privacy_line = next(line for line in lines if line.startswith("privacy:"))
+    median = report["privacy"]["dcr_synthetic"]["median"]
+    assert f"synthetic {number(median)}," in privacy_line
+    assert not any("{" in line or "}" in line for line in lines)

@@ -55,7 +55,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"{number(p['dcr_synthetic_to_train_matched']['median'])} vs "
             f"{number(p['dcr_synthetic_to_holdout_matched']['median'])} over equally many rows; "
             f"{number(p['closer_to_train_share'], '.1%')} closer to training, 50% expected); median "
-            "distance to the closest training row: synthetic {number(p['dcr_synthetic']['median'])}, "
+            f"distance to the closest training row: synthetic {number(p['dcr_synthetic']['median'])}, "
             f"real held-out {number(p['dcr_holdout']['median'])}"
         )
     return lines
