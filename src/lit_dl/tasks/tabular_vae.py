@@ -10,10 +10,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 from torchmetrics.aggregation import CatMetric
-from torchmetrics.functional.classification import binary_auroc
 
 from lit_dl.errors import ConfigError
-from lit_dl.tasks.generative import TableGenerativeTask
+from lit_dl.tasks.generative import TableGenerativeTask, ranking_auroc
 
 CATEGORY_DECODING = ("draw", "argmax")
 
@@ -180,11 +179,8 @@ class TabularVAETask(TableGenerativeTask):
         self.anomaly_labels.reset()
         if labels.min() == labels.max():
             return  # one kind of row only: no ranking to judge
-        # torchmetrics reads scores outside [0, 1] as logits and squashes them with a sigmoid, which
-        # ties large negative ELBOs at 1.0; rescaling to [0, 1] keeps the ranking exact.
-        span = (scores.max() - scores.min()).clamp_min(1e-12)
-        auroc = binary_auroc((scores - scores.min()) / span, labels.long())
-        self.log("test/anomaly_auroc", auroc.float(), sync_dist=False)  # the same on every process
+        auroc = ranking_auroc(scores, labels)
+        self.log("test/anomaly_auroc", auroc, sync_dist=False)  # the same on every process
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """``lit-dl predict``: each row's anomaly score and column errors ``(B, 1 + C)``."""
