@@ -135,6 +135,11 @@ def test_weight_is_the_validation_slope_of_the_likelihood_on_the_complexity() ->
     assert vae.complexity_weight.item() == pytest.approx(0.4, abs=1e-4)
     # Counted in the first epoch only: 64 images of 16 pixels.
     assert vae.background.stats[..., 0].sum().item() == 64 * 16
+    # A later validation of the trained model (lit-dl train validates the best checkpoint) keeps the
+    # weight it was saved with: the test and lit-dl predict use the same one.
+    vae.complexity_weight.fill_(0.9)
+    trainer.validate(vae, loader, verbose=False)
+    assert vae.complexity_weight.item() == pytest.approx(0.9)
 
 
 def test_predict_writes_both_scores_and_older_weights_load_without_the_background() -> None:

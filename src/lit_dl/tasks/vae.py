@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
 from torchmetrics import MeanMetric, MetricCollection
@@ -44,8 +45,9 @@ class VAETask(ImageGenerativeTask):
     served) prices each pixel from its neighbours alone: its cost is the image's complexity (Serra
     et al. 2020), and with ``w = 1`` the score is the likelihood ratio of Ren et al. (2019). ``w``
     is the least-squares slope of the negative ELBO on the background's cost over the validation
-    images (clipped to [0, 1]): the share of the likelihood that complexity explains on normal
-    images. ``nll`` is the importance-sampled estimate (the negative ELBO when ``nll_samples=0``);
+    images (clipped to [0, 1]), refitted at each validation of training and saved with the weights:
+    the share of the likelihood that complexity explains on normal images. ``nll`` is the
+    importance-sampled estimate (the negative ELBO when ``nll_samples=0``);
     ``test/anomaly_auroc_nll`` is that estimate's own, uncorrected AUROC.
 
     Args:
@@ -203,12 +205,21 @@ class VAETask(ImageGenerativeTask):
         if counted and trainer is not None and trainer.world_size > 1:  # every process counted its shard
             self.background.stats.copy_(trainer.strategy.reduce(self.background.stats, reduce_op="sum"))
 
+    def fitting_weight(self) -> bool:
+        """Whether this validation fits the complexity weight: during training only. A later
+        ``validate`` of a checkpoint (``lit-dl train`` validates the best one) keeps the checkpoint's
+        weight, so the test and ``lit-dl predict`` use the same one (a refit would differ by the noise
+        of the one-draw ELBO)."""
+        trainer = trainer_or_none(self)
+        fitting = trainer is None or (trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking)
+        return fitting and self.background.fitted
+
     def on_validation_epoch_start(self) -> None:
         self.complexity_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         _, nelbo = self.shared_step(batch, "val")
-        if self.background.fitted:
+        if self.fitting_weight():
             b, score = self.background.nll(batch[0]).double(), nelbo.double()
             self.complexity_sums += torch.stack(
                 [torch.ones_like(b).sum(), b.sum(), score.sum(), (b * b).sum(), (b * score).sum()]
@@ -216,7 +227,7 @@ class VAETask(ImageGenerativeTask):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        if not self.background.fitted:  # (the sanity check before training)
+        if not self.fitting_weight():
             return
         sums = self.complexity_sums
         trainer = trainer_or_none(self)
