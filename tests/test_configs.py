@@ -27,7 +27,7 @@ def compose_train(overrides: list[str], output_dir: Path, verb: str = "train"):
 
 def test_configs_ship_inside_the_package() -> None:
     assert CONFIG_DIR.parent.name == "lit_dl"
-    for name in ("train", "eval", "predict", "sample", "report"):
+    for name in ("train", "eval", "predict", "sample", "embed", "report"):
         assert (CONFIG_DIR / f"{name}.yaml").is_file()
     top_level = Path(__file__).resolve().parents[1] / "configs"
     assert top_level.resolve() == CONFIG_DIR.resolve()
@@ -71,7 +71,7 @@ def test_default_train_config_is_the_churn_mlp_experiment(tmp_path: Path) -> Non
         assert plain[key] == experiment[key], key
 
 
-@pytest.mark.parametrize("verb", ["eval", "predict", "sample"])
+@pytest.mark.parametrize("verb", ["eval", "predict", "sample", "embed"])
 def test_inference_configs_require_a_checkpoint(verb: str, tmp_path: Path) -> None:
     cfg = compose_train([], tmp_path, verb=verb)
     assert "ckpt_path" in OmegaConf.missing_keys(cfg)

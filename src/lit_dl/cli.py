@@ -42,6 +42,7 @@ verbs:
   eval      test a checkpoint:            lit-dl eval ckpt_path=RUN/checkpoints/best.ckpt
   predict   predict new rows:             lit-dl predict ckpt_path=... input=new.csv output=out.csv
   sample    generate from a model:        lit-dl sample ckpt_path=... n=64 output=samples.png
+  embed     a VAE's codes and segments:   lit-dl embed ckpt_path=... input=new.csv segments=auto
   report    judge a synthetic table:      lit-dl report real=a.csv synthetic=s.csv holdout=b.csv target=COL
   tune      search hyperparameters:       lit-dl tune hparams_search=churn_mlp tune.n_trials=20
   cv        k-fold cross-validation:      lit-dl cv experiment=churn_mlp cv.folds=5
@@ -83,6 +84,12 @@ def _sample(cfg: DictConfig) -> Any:
     return sample(cfg)
 
 
+def _embed(cfg: DictConfig) -> Any:
+    from lit_dl.verbs.embed import embed
+
+    return embed(cfg)
+
+
 def _tune(cfg: DictConfig) -> Any:
     from lit_dl.verbs.tune import tune
 
@@ -113,6 +120,7 @@ VERBS: dict[str, tuple[str, Callable[[DictConfig], Any]]] = {
     "eval": ("eval", _eval),
     "predict": ("predict", _predict),
     "sample": ("sample", _sample),
+    "embed": ("embed", _embed),
     "report": ("report", _synthetic_report),
     "tune": ("tune", _tune),
     "cv": ("cv", _cross_validate),
@@ -304,7 +312,7 @@ def main(argv: list[str] | None = None) -> Any:
             sys.exit(2)
         return None
     runs.forget_compositions()  # config files may have changed since the last command in this process
-    if verb in ("eval", "predict", "sample", "export"):
+    if verb in ("eval", "predict", "sample", "export", "embed"):
         # The data config comes from the checkpoint; data.KEY=VALUE changes one of its keys.
         overrides = [f"++{o}" if o.startswith("data.") else o for o in overrides]
     if verb not in VERBS:

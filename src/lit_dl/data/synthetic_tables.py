@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_dl.data.base import InMemoryDataModule, check_split_arguments, on_device_setting, world
 from lit_dl.data.batching import TensorBatchDataset, train_loader
 from lit_dl.data.churn_datamodule import EmbeddedChurnTable
+from lit_dl.data.preprocessing import as_text
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.table_transform import TableTransform
 from lit_dl.data.tables import (
@@ -37,6 +39,11 @@ log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
 # How training batches are drawn (data.sampling): shuffled rows, or CTGAN's training-by-sampling.
 SAMPLING = ("uniform", "conditional")
+
+
+def label_values(labels: pd.Series) -> list[str]:
+    """The distinct values of a label column as text (``1.0`` -> ``"1"``), sorted; missing left out."""
+    return sorted({str(v) for v in as_text(labels).dropna()})
 
 
 class TrainingBySampling(Dataset):
@@ -119,6 +126,13 @@ class SyntheticTableDataModule(InMemoryDataModule):
             from) or ``conditional`` (CTGAN's training-by-sampling: each row with a condition
             vector, rare categories drawn at the log of their frequency; what the conditional
             GAN needs). The task checks it when it is built.
+        exclude_classes: values of ``target`` whose rows are left out of training and validation
+            but kept in the test split, to learn the normal rows and score the others as anomalies
+            (``test/anomaly_auroc`` of a tabular VAE). The target is then the anomaly label, not
+            a column of the model: :attr:`label_column` names it, :attr:`target` is None (the
+            synthetic-data report sees no label), test batches are ``(rows, class index)``
+            (index into :attr:`classes`, -1 where the label is missing) and :attr:`frames` hold the
+            normal rows without the label.
     """
 
     def __init__(
@@ -139,11 +153,18 @@ class SyntheticTableDataModule(InMemoryDataModule):
         batch_size: int = 500,
         on_device: bool | str = "auto",
         sampling: str = "uniform",
+        exclude_classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         check_split_arguments(val_fraction, test_fraction, batch_size)
         if sampling not in SAMPLING:
             raise DataError(f"data.sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+        exclude_classes = as_list("exclude_classes", exclude_classes)
+        if exclude_classes and not target:
+            raise DataError(
+                "data.exclude_classes names values of data.target, which is not set: "
+                "set data.target to the column that labels the rows (e.g. data.target=churn)"
+            )
         if float(val_fraction) + (0 if test_path else float(test_fraction)) >= 0.9:
             raise DataError("data.val_fraction + data.test_fraction leave under 10% of rows for training")
         drop, categorical = as_list("drop", drop), as_list("categorical", categorical)
@@ -161,9 +182,15 @@ class SyntheticTableDataModule(InMemoryDataModule):
         self.batch_size = int(batch_size)
         self.on_device = on_device_setting(on_device)
         self.sampling = sampling
+        self.exclude_classes = exclude_classes
+        # With held-out classes the target labels the test rows (normal or not) and is not modelled.
+        self.label_column = self.target if exclude_classes else None
+        if self.label_column:
+            self.target = None
 
         # Fitted state (restored from a checkpoint by load_state_dict).
         self.transform: TableTransform | None = None
+        self.classes: list[str] | None = None  # values of label_column (with exclude_classes)
         self.numeric_text: list[str] = []  # text columns read as numbers
         self.frames: dict[str, pd.DataFrame] = {}
         self.datasets: dict[str, TensorBatchDataset] = {}
@@ -175,7 +202,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
 
     def _load_clean(self, path: str | None) -> pd.DataFrame:
         frame = clean_frame(self.load_frame(path), self.na_values)
-        wanted = [c for c in [self.target, *self.drop, *self.categorical] if c]
+        wanted = [c for c in [self.target, self.label_column, *self.drop, *self.categorical] if c]
         require_columns(
             frame, wanted, "column(s)", path or "the data", "check data.target, data.drop, data.categorical"
         )
@@ -209,7 +236,8 @@ class SyntheticTableDataModule(InMemoryDataModule):
         return frame
 
     def _known_rows(self, frame: pd.DataFrame, split: str) -> pd.DataFrame:
-        """Rows whose categories were all seen in training (others cannot be transformed; warned)."""
+        """Rows whose categories were all seen in training, without gaps in columns that had none there
+        (others cannot be transformed; warned)."""
         assert self.transform is not None
         keep = pd.Series(True, index=frame.index)
         for spec in self.transform.discrete:
@@ -217,19 +245,23 @@ class SyntheticTableDataModule(InMemoryDataModule):
             known = {str(c) for c in spec["categories"]}
             ok = values.map(lambda v, known=known: str(v) in known) | (values.isna() & spec["has_missing"])
             keep &= ok
+        for spec in self.transform.modelled:
+            if spec["kind"] == "numeric" and not spec["has_missing"]:
+                keep &= frame[spec["name"]].notna()
         if not keep.all():
             log.warning(
-                "%s split: %d row(s) with categories not seen in training left out", split, int((~keep).sum())
+                "%s split: %d row(s) with categories or missing values not seen in training left out",
+                split,
+                int((~keep).sum()),
             )
         return frame.loc[keep].reset_index(drop=True)
 
     # ------------------------------------------------------------------ setup
     def _split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         stratify = None
-        if self.target:
-            labels = (
-                frame[self.target].astype(object).where(frame[self.target].notna(), "__missing__").astype(str)
-            )
+        label = self.target or self.label_column
+        if label:
+            labels = frame[label].astype(object).where(frame[label].notna(), "__missing__").astype(str)
             stratify = labels if labels.value_counts().min() >= 2 else None
         test_fraction = None if self.test_path else self.test_fraction
         return split_frame(frame, self.val_fraction, test_fraction, self.split_seed, stratify)
@@ -240,7 +272,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         fitted = self.transform is not None
         if not fitted:
             raw = clean_frame(self.load_frame(self.path), self.na_values)
-            skip = set(self.categorical) | set(self.drop) | ({self.target} if self.target else set())
+            skip = set(self.categorical) | set(self.drop) | {c for c in (self.target, self.label_column) if c}
             self.numeric_text = [c for c in numeric_text_columns(raw, list(raw.columns)) if c not in skip]
             if self.numeric_text:
                 log.info("reading text column(s) as numbers: %s", ", ".join(self.numeric_text))
@@ -249,6 +281,11 @@ class SyntheticTableDataModule(InMemoryDataModule):
         if self.test_path:
             require_file(self.test_path, "data.test_path")
             splits["test"] = self._load_clean(self.test_path)
+        labelled_test = None
+        if self.label_column:
+            if self.classes is None:
+                self.classes = label_values(pd.concat([frame, splits["test"]])[self.label_column])
+            splits, labelled_test = self._hold_out_classes(splits)
         if not fitted:
             self.transform = TableTransform.fit(
                 splits["train"],
@@ -258,19 +295,72 @@ class SyntheticTableDataModule(InMemoryDataModule):
                 max_fit_rows=self.max_fit_rows,
                 seed=self.split_seed,
             )
-        for name in ("val", "test"):
+        if labelled_test is not None:
+            # Every test row, labelled; the report's frame keeps the normal ones (what the model learnt).
+            labelled_test = self._known_rows(labelled_test, "test")
+            splits["test"] = self._normal_rows(labelled_test)
+        for name in ("val", "test") if labelled_test is None else ("val",):
             splits[name] = self._known_rows(self._align_labels(splits[name]), name)
         self.frames = splits
         self.datasets = {
             name: TensorBatchDataset(torch.from_numpy(self.transform.transform(splits[name])))
             for name in STAGES
         }
+        if labelled_test is not None:
+            self.datasets["test"] = TensorBatchDataset(
+                torch.from_numpy(self.transform.transform(labelled_test)), self.class_indices(labelled_test)
+            )
+            log.info(
+                "data: %d of %d test rows have %s in %s (held out of training)",
+                int(self.excluded_mask(labelled_test).sum()),
+                len(labelled_test),
+                self.label_column,
+                ", ".join(self.exclude_classes),
+            )
         log.info(
             "data: %d rows train / %d val / %d test, %d columns -> %d transformed features",
             *(len(self.frames[s]) for s in STAGES),
             len(self.transform.modelled),
             self.transform.output_dim,
         )
+
+    # ------------------------------------------------------------------ held-out classes
+    def excluded_mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """Rows ``(N,)`` whose label is one of ``exclude_classes`` (bool)."""
+        assert self.label_column is not None
+        return as_text(frame[self.label_column]).isin(self.exclude_classes).to_numpy(dtype=bool)
+
+    def class_indices(self, frame: pd.DataFrame) -> Tensor:
+        """Each row's label as an index into :attr:`classes` ``(N,)`` (-1: missing or unknown)."""
+        assert self.label_column is not None and self.classes is not None
+        index = {name: i for i, name in enumerate(self.classes)}
+        texts = as_text(frame[self.label_column])
+        return torch.tensor([index.get(t, -1) if isinstance(t, str) else -1 for t in texts], dtype=torch.long)
+
+    def _hold_out_classes(
+        self, splits: dict[str, pd.DataFrame]
+    ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+        """Training and validation splits of normal rows without the label column; the test split."""
+        assert self.label_column is not None and self.classes is not None
+        unknown = [c for c in self.exclude_classes if c not in self.classes]
+        if unknown:
+            raise DataError(
+                f"data.exclude_classes: no value {unknown[0]!r} in column {self.label_column!r}; "
+                f"its values are: {', '.join(self.classes)}"
+            )
+        normal = {name: self._normal_rows(splits[name]) for name in ("train", "val")}
+        if normal["train"].empty or normal["val"].empty:
+            raise DataError(
+                f"data.exclude_classes={self.exclude_classes} leaves no training or validation rows: "
+                f"keep at least one value of {self.label_column!r}"
+            )
+        return normal, splits["test"]
+
+    def _normal_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of classes not held out, without the label column."""
+        assert self.label_column is not None
+        kept = frame.loc[~self.excluded_mask(frame)]
+        return kept.drop(columns=[self.label_column]).reset_index(drop=True)
 
     def train_dataloader(self) -> DataLoader:
         if self.sampling == "uniform":
@@ -300,32 +390,64 @@ class SyntheticTableDataModule(InMemoryDataModule):
     def data_spec(self) -> DataSpec:
         """The fitted transform (plain data: a task builds its networks and samples with it), the sampling."""
         assert self.transform is not None, "setup() or load_state_dict() first"
+        held_out = None
+        if self.classes is not None and self.exclude_classes:
+            held_out = [i for i, name in enumerate(self.classes) if name in self.exclude_classes]
         return DataSpec(
             task_type="generative",
             modality="table",
             inputs={"data_dim": self.transform.output_dim},
+            classes=None if held_out is None else list(self.classes or []),
+            anomaly_classes=held_out,
             options={"table": self.transform.state_dict(), "sampling": self.sampling},
         )
 
+    def read_inputs(self, path: str) -> pd.DataFrame:
+        """New rows (``lit-dl predict``, ``lit-dl embed``), cleaned as the training rows were.
+
+        Every modelled column must be there; others (ids, a label) are kept as they are.
+        """
+        assert self.transform is not None, "setup() or load_state_dict() first"
+        if not Path(path).is_file():
+            what = "is a folder, not a file" if Path(path).is_dir() else "file not found"
+            raise DataError(f"input {what}: {path} (check input)")
+        frame = clean_frame(read_table(path, self.column_names, self.na_values), self.na_values)
+        modelled = [c["name"] for c in self.transform.modelled]
+        require_columns(frame, modelled, "column(s) the model was trained on", path, "add them to the input")
+        for col in self.numeric_text:
+            if col in frame.columns:
+                frame[col] = parse_numbers(frame[col])
+        return frame
+
+    def inputs_from_frame(self, frame: pd.DataFrame) -> tuple[TensorBatchDataset, pd.DataFrame]:
+        """Transformed rows of :meth:`read_inputs`' frame and the columns passed through: the ids
+        (``drop``) and, with ``exclude_classes``, the label, where the input has them."""
+        assert self.transform is not None, "setup() or load_state_dict() first"
+        rows = torch.from_numpy(self.transform.transform(frame))
+        passed = [c for c in [*self.drop, self.label_column] if c and c in frame.columns]
+        return TensorBatchDataset(rows), frame[passed].reset_index(drop=True)
+
     def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
-        """No inputs to predict on: a generative model of a table writes rows (``lit-dl sample``)."""
-        raise DataError(
-            "lit-dl predict does not apply to a generative table model: lit-dl sample writes synthetic "
-            "rows, and lit-dl report scores them against real ones"
-        )
+        """New rows to score (a tabular VAE's anomaly score): ``(dataset of rows (N, D), id columns)``."""
+        return self.inputs_from_frame(self.read_inputs(path))
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         """The fitted transform as plain data; Lightning stores it in every checkpoint."""
         if self.transform is None:
             return {}
-        return {"transform": self.transform.state_dict(), "numeric_text": list(self.numeric_text)}
+        state = {"transform": self.transform.state_dict(), "numeric_text": list(self.numeric_text)}
+        if self.classes is not None:
+            state["classes"] = list(self.classes)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
         self.transform = TableTransform.from_state_dict(state_dict["transform"])
         self.numeric_text = list(state_dict.get("numeric_text", []))
+        if state_dict.get("classes") is not None:
+            self.classes = [str(c) for c in state_dict["classes"]]
 
 
 class ChurnSyntheticDataModule(EmbeddedChurnTable, SyntheticTableDataModule):

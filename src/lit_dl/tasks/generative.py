@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.functional.classification import binary_auroc
 
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.table_transform import TableTransform, draw_rows
@@ -51,6 +52,17 @@ class SampleSource(Protocol):
     ) -> Tensor | pd.DataFrame:
         """``n`` samples to write: images ``(n, C, H, W)`` in [0, 1] on the CPU, or a table."""
         ...
+
+
+def ranking_auroc(scores: Tensor, labels: Tensor) -> Tensor:
+    """AUROC ``()`` (float32) of anomaly scores ``(N,)`` of any range against 0/1 labels ``(N,)``.
+
+    torchmetrics reads scores outside [0, 1] as logits and squashes them with a sigmoid, which ties
+    every negative ELBO of tens of nats at 1.0; rescaling to [0, 1] keeps the ranking exact.
+    """
+    scores = scores.double()
+    span = (scores.max() - scores.min()).clamp_min(1e-12)
+    return binary_auroc((scores - scores.min()) / span, labels.long()).float()
 
 
 def draw_categories(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -7,16 +7,24 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.distributions import Normal, kl_divergence
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.aggregation import CatMetric
-from torchmetrics.functional.classification import binary_auroc
 
+from lit_dl.compat import trainer_or_none
 from lit_dl.errors import ConfigError
-from lit_dl.tasks.generative import ImageGenerativeTask
+from lit_dl.nets.generative import LocalPixelModel
+from lit_dl.tasks.generative import ImageGenerativeTask, ranking_auroc
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+# The anomaly scores of the test images: negative ELBO, importance-sampled NLL, corrected score.
+ANOMALY_SCORES = ("elbo", "nll", "corrected")
+# Buffers added after release 0.1 (checkpoints without them load with these defaults: no background
+# model, so no corrected score, and a complexity weight of 1).
+BACKGROUND_STATS = "background.stats"
+COMPLEXITY_WEIGHT = "complexity_weight"
 
 
 class VAETask(ImageGenerativeTask):
@@ -29,6 +37,18 @@ class VAETask(ImageGenerativeTask):
     value as the number of draws grows. With held-out classes in the data spec
     (``data.exclude_classes``), the test also reports ``test/anomaly_auroc``: how well the
     negative ELBO tells those classes' images from the trained ones.
+
+    Likelihoods favour simple inputs (a held-out ``1`` has fewer edges than any trained digit and
+    scores as more normal than they do), so the test also reports
+    ``test/anomaly_auroc_corrected``: the score ``nll - w * background_nll``, where the background
+    (:class:`~lit_dl.nets.generative.LocalPixelModel`, counted on the training images as they are
+    served) prices each pixel from its neighbours alone: its cost is the image's complexity (Serra
+    et al. 2020), and with ``w = 1`` the score is the likelihood ratio of Ren et al. (2019). ``w``
+    is the least-squares slope of the negative ELBO on the background's cost over the validation
+    images (clipped to [0, 1]), refitted at each validation of training and saved with the weights:
+    the share of the likelihood that complexity explains on normal images. ``nll`` is the
+    importance-sampled estimate (the negative ELBO when ``nll_samples=0``);
+    ``test/anomaly_auroc_nll`` is that estimate's own, uncorrected AUROC.
 
     Args:
         encoder: ``_target_`` entry of a network ``x -> (mean, log_variance)`` (e.g. ConvEncoder).
@@ -68,6 +88,13 @@ class VAETask(ImageGenerativeTask):
         geometry = self.image_geometry()
         self.encoder = self.build_part("encoder", **geometry, latent_dim=self.latent_dim)
         self.decoder = self.build_part("decoder", **geometry, latent_dim=self.latent_dim)
+        # The complexity (background) model of the corrected anomaly score and its weight.
+        self.background = LocalPixelModel(geometry["in_channels"], self.hparams.likelihood)
+        self.register_buffer(COMPLEXITY_WEIGHT, torch.tensor(1.0))
+        # Validation sums for the weight's least squares: n, sum b, sum s, sum b^2, sum b*s (float64, made
+        # on the module's device each validation epoch; not a buffer, which bf16-true would cast).
+        self.complexity_sums = torch.zeros(5, dtype=torch.float64)
+        self.register_load_state_dict_pre_hook(_fill_missing_buffers)
         # Gaussian likelihood: log standard deviation per channel, learned with the networks.
         self.log_scale = (
             nn.Parameter(torch.zeros(geometry["in_channels"]))
@@ -78,9 +105,20 @@ class VAETask(ImageGenerativeTask):
     def configure_metrics(self) -> None:
         # The epoch means of nelbo, recon and kl go through log_mean (device sums, exact under DDP).
         self.test_nll = MeanMetric()
-        # Scores and labels of the test images, gathered over processes (anomaly AUROC at epoch end).
-        self.anomaly_scores = CatMetric() if self.anomaly_classes else None
+        # Scores and labels of the test images, gathered over processes (anomaly AUROCs at epoch end):
+        # negative ELBO, importance-sampled NLL, corrected score.
+        self.anomaly_scores = (
+            MetricCollection({name: CatMetric() for name in ANOMALY_SCORES}, compute_groups=False)
+            if self.anomaly_classes
+            else None
+        )
         self.anomaly_labels = CatMetric() if self.anomaly_classes else None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the background model existed resume without one."""
+        if isinstance(checkpoint.get("state_dict"), dict):
+            _fill_missing_buffers(self, checkpoint["state_dict"], "")
+        super().on_load_checkpoint(checkpoint)
 
     # ------------------------------------------------------------ model
     def encode(self, x: Tensor) -> Normal:
@@ -130,6 +168,10 @@ class VAETask(ImageGenerativeTask):
             log_weights.append(log_px_z + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1))
         return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(samples))
 
+    def corrected_score(self, x: Tensor, nll: Tensor) -> Tensor:
+        """The complexity-corrected anomaly score ``nll - w * background_nll`` per image ``(B,)``, nats."""
+        return nll.float() - self.complexity_weight.float() * self.background.nll(x).to(nll.device)
+
     def kl_weight(self) -> float:
         """The KL weight of the training loss: rises step by step to ``beta`` over the warm-up epochs."""
         beta = float(self.hparams.beta)
@@ -149,45 +191,102 @@ class VAETask(ImageGenerativeTask):
             self.log_mean(f"{stage}/{name}", value.mean(), len(x))
         return loss, nelbo.detach()
 
+    def on_train_start(self) -> None:
+        self.background_epoch = self.current_epoch  # the background counts this run's first epoch
+
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        if self.current_epoch == getattr(self, "background_epoch", self.current_epoch):
+            self.background.update(batch[0])  # the training images as served (0/1 draws, augmented)
         return self.shared_step(batch, "train")[0]
 
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        trainer = trainer_or_none(self)
+        counted = self.current_epoch == getattr(self, "background_epoch", None)
+        if counted and trainer is not None and trainer.world_size > 1:  # every process counted its shard
+            self.background.stats.copy_(trainer.strategy.reduce(self.background.stats, reduce_op="sum"))
+
+    def fitting_weight(self) -> bool:
+        """Whether this validation fits the complexity weight: during training only. A later
+        ``validate`` of a checkpoint (``lit-dl train`` validates the best one) keeps the checkpoint's
+        weight, so the test and ``lit-dl predict`` use the same one (a refit would differ by the noise
+        of the one-draw ELBO)."""
+        trainer = trainer_or_none(self)
+        fitting = trainer is None or (trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking)
+        return fitting and self.background.fitted
+
+    def on_validation_epoch_start(self) -> None:
+        self.complexity_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self.shared_step(batch, "val")
+        _, nelbo = self.shared_step(batch, "val")
+        if self.fitting_weight():
+            b, score = self.background.nll(batch[0]).double(), nelbo.double()
+            self.complexity_sums += torch.stack(
+                [torch.ones_like(b).sum(), b.sum(), score.sum(), (b * b).sum(), (b * score).sum()]
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if not self.fitting_weight():
+            return
+        sums = self.complexity_sums
+        trainer = trainer_or_none(self)
+        if trainer is not None and trainer.world_size > 1:
+            sums = trainer.strategy.reduce(sums, reduce_op="sum")
+        n, b, score, bb, bs = sums.tolist()
+        variance = bb - b * b / n if n > 1 else 0.0
+        if variance > 1e-9 * max(bb, 1.0):  # least-squares slope of the negative ELBO on the complexity
+            self.complexity_weight.fill_(min(max((bs - b * score / n) / variance, 0.0), 1.0))
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         _, nelbo = self.shared_step(batch, "test")
         x = batch[0]
+        nll = None
         if self.hparams.nll_samples:
-            self.test_nll.update(self.importance_nll(x, self.hparams.nll_samples))
+            nll = self.importance_nll(x, self.hparams.nll_samples)
+            self.test_nll.update(nll)
             self.log_epoch_metrics("test", self.test_nll)
         if self.anomaly_scores is not None and len(batch) > 1:
             anomalous = torch.isin(batch[1], torch.tensor(self.anomaly_classes, device=x.device))
-            self.anomaly_scores.update(nelbo.double())
+            nll = nelbo if nll is None else nll
+            self.anomaly_scores["elbo"].update(nelbo.double())
+            self.anomaly_scores["nll"].update(nll.double())
+            self.anomaly_scores["corrected"].update(self.corrected_score(x, nll).double())
             self.anomaly_labels.update(anomalous.long())
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        if self.anomaly_scores is None or not self.anomaly_scores.update_called:
+        if self.anomaly_scores is None or not self.anomaly_labels.update_called:
             return
-        scores, labels = self.anomaly_scores.compute(), self.anomaly_labels.compute()
+        scores, labels = self.anomaly_scores.compute(), self.anomaly_labels.compute().long()
         self.anomaly_scores.reset()
         self.anomaly_labels.reset()
-        # torchmetrics reads scores outside [0, 1] as logits and squashes them with a sigmoid, which
-        # ties every negative ELBO of tens of nats at 1.0; rescaling to [0, 1] keeps the ranking exact.
-        span = (scores.max() - scores.min()).clamp_min(1e-12)
-        auroc = binary_auroc((scores - scores.min()) / span, labels.long())
-        self.log("test/anomaly_auroc", auroc.float(), sync_dist=False)  # the same on every process
+        names = {"elbo": "test/anomaly_auroc", "nll": "test/anomaly_auroc_nll"}
+        if self.background.fitted:  # (not in checkpoints from before it existed)
+            names["corrected"] = "test/anomaly_auroc_corrected"
+            self.log("test/complexity_weight", self.complexity_weight.float(), sync_dist=False)
+        for key, name in names.items():
+            self.log(name, ranking_auroc(scores[key], labels), sync_dist=False)  # the same on every process
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """``lit-dl predict``: the negative ELBO of each image (nats), an anomaly score."""
+        """``lit-dl predict``: per image ``(B, 1)`` the negative ELBO (nats), and with a fitted
+        background model ``(B, 2)``: the corrected anomaly score beside it."""
         x = batch[0] if isinstance(batch, tuple | list) else batch
         recon, kl = self.elbo_terms(x)
-        return (recon + kl).unsqueeze(-1)
+        nelbo = recon + kl
+        if not self.background.fitted:  # no corrected score: skip its importance samples too
+            return nelbo.float().unsqueeze(-1)
+        nll = self.importance_nll(x, self.hparams.nll_samples) if self.hparams.nll_samples else nelbo
+        return torch.stack([nelbo.float(), self.corrected_score(x, nll)], dim=-1)
 
     def prediction_columns(self, outputs: Tensor) -> dict[str, Any]:
-        """``lit-dl predict``'s column: the negative ELBO in nats (higher: less like the training data)."""
-        return {"negative_elbo": outputs[:, 0].float().numpy()}
+        """``lit-dl predict``'s columns (higher: less like the training data): ``negative_elbo`` in nats
+        and, with a fitted background model, ``anomaly_score_corrected`` (see the class docstring)."""
+        columns = {"negative_elbo": outputs[:, 0].float().numpy()}
+        if self.background.fitted and outputs.shape[1] > 1:
+            columns["anomaly_score_corrected"] = outputs[:, 1].float().numpy()
+        return columns
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -217,4 +316,15 @@ class VAETask(ImageGenerativeTask):
             text += f", importance-sampled NLL ({self.hparams.nll_samples} samples) {metrics['test/nll']:.2f}"
         if "test/anomaly_auroc" in metrics:
             text += f"; anomaly AUROC of held-out classes {metrics['test/anomaly_auroc']:.3f}"
+            if "test/anomaly_auroc_corrected" in metrics:
+                text += f" ({metrics['test/anomaly_auroc_corrected']:.3f} corrected for complexity)"
         return text
+
+
+def _fill_missing_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: weights saved before the background model existed get an empty one."""
+    for key in (BACKGROUND_STATS, COMPLEXITY_WEIGHT):
+        if prefix + key not in state_dict:
+            state_dict[prefix + key] = module.get_buffer(key).detach().clone().zero_()
+            if key == COMPLEXITY_WEIGHT:
+                state_dict[prefix + key].fill_(1.0)
