@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,8 @@ TINY = {
     "tune": [*TINY_TRAINING, "tune.n_trials=2"],
     "cv": [*TINY_TRAINING, "cv.folds=2"],
 }
+# LIT_DL_DOCS_TIMES=FILE: append each command's seconds to FILE.
+TIMES = "LIT_DL_DOCS_TIMES"
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=\$\((.*)\)$")
 
 
@@ -90,7 +93,11 @@ class Workspace:
                 os.utime(folder)
             return
         before = self.run_folders()
+        start = time.perf_counter()
         _run(command, self.path, self.variables)
+        if log := os.environ.get(TIMES):  # where the suite's time goes, command by command
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"{time.perf_counter() - start:7.1f}\t{command}\n")
         if not ASSIGNMENT.match(command):
             self.done[command] = sorted(self.run_folders() - before)
 

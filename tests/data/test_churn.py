@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 import torch
@@ -68,3 +71,16 @@ def test_churn_datamodule_prepares_the_table():
     assert sum(len(ds) for ds in dm.datasets.values()) == 400
     for ds in dm.datasets.values():
         assert torch.isfinite(ds.tensors[0]).all()
+
+
+def test_the_generator_scripts_import_neither_torch_nor_lightning() -> None:
+    """``scripts/make_churn_csv.py`` and ``make_activity_csv.py`` start in a second, not after torch."""
+    code = (
+        "import sys, lit_dl.data.churn, lit_dl.data.activity; "
+        "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    from lit_dl.data import batch_loader  # the package's names still import on use
+
+    assert ChurnDataModule.__module__ == "lit_dl.data.churn_datamodule" and callable(batch_loader)
