@@ -355,10 +355,10 @@ CASES = [
         ["train", "ckpt_path={clf}", *TINY_TRAIN, "model.net.hidden_sizes=[8]"],
         ("do not fit", "here", "config.yaml"),
     ),
-    case(
-        "predict-on-tabular-vae",
+    case(  # a tabular VAE's predict scores rows (anomaly scores): the rows need its columns
+        "predict-tabular-vae-missing-columns",
         ["predict", "ckpt_path={tvae}", "input={tmp}/t.csv", "output={tmp}/p.csv"],
-        "lit-dl sample",
+        "add them to the input",
         table,
     ),
     case("sample-from-classifier", ["sample", "ckpt_path={clf}"], "cannot sample"),
