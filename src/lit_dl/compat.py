@@ -116,6 +116,21 @@ def logs_this_step(trainer: L.Trainer) -> bool:
         return True
 
 
+def epoch_ends_after_batch(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether the training epoch ends after batch ``batch_idx`` (called from ``on_train_batch_end``):
+    its last batch, ``max_steps`` reached, or a stop request Lightning honours now.
+
+    Wraps: Lightning 2.6's ``_TrainingEpochLoop.done``; a stop request (``trainer.should_stop``)
+    ends the epoch only once ``min_epochs``/``min_steps`` allow it (the private
+    ``fit_loop._can_stop_early``; another release without it: taken as allowed).
+    """
+    if batch_idx + 1 >= trainer.num_training_batches:
+        return True
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return True
+    return bool(trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True))
+
+
 # Hooks Lightning calls for every batch, on callbacks and on the LightningModule.
 BATCH_HOOKS = (
     "on_train_batch_start",

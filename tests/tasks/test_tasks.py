@@ -436,3 +436,31 @@ def test_lean_logging_step_scalars_every_n_steps_and_exact_epoch_means():
     assert epoch_means == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-6)  # equal batches
     assert "train/accuracy" in fit.callback_metrics and "val/auroc" in fit.callback_metrics
     assert fit.callback_metrics["train/loss"] == pytest.approx(epoch_means[-1])  # for monitor=train/loss
+
+
+@pytest.mark.parametrize("stop", ["max_steps", "stop_request_held_by_min_epochs"])
+def test_epoch_mean_logged_once_over_the_batches_the_epoch_ran(stop: str):
+    # The training epoch's mean is logged after the batch that ends it: the last, the one max_steps
+    # ends at, or the one a stop request ends it at, but not while min_epochs keeps training going.
+    ds = classification_data(2, n=256)  # 4 batches an epoch
+    rows = CSVRows()
+    losses: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+            losses.append(float(outputs["loss"]))
+            if stop != "max_steps" and batch_idx == 1 and trainer.current_epoch == 0:
+                trainer.should_stop = True  # e.g. early stopping; min_epochs=2 holds training
+
+    if stop == "max_steps":
+        fit = trainer(max_epochs=2, max_steps=6, callbacks=[rows, Record()])
+    else:
+        fit = trainer(max_epochs=2, min_epochs=2, callbacks=[rows, Record()])
+    fit.fit(classifier(2), train_dataloaders=loader(ds, shuffle=True))
+    epoch_means = [r["train/loss_epoch"] for r in rows.rows if "train/loss_epoch" in r]
+    if stop == "max_steps":  # epoch 1 ends after its 2nd batch
+        assert len(losses) == 6
+        assert epoch_means == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 2], rel=1e-6)
+    else:  # the stop is held until min_epochs: epoch 0 runs to its end, epoch 1 stops after one batch
+        assert epoch_means[0] == pytest.approx(sum(losses[:4]) / 4, rel=1e-6)
+        assert len(epoch_means) == 2

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from lit_dl.builder import build, build_partial
-from lit_dl.compat import logs_this_step, trainer_or_none
+from lit_dl.compat import epoch_ends_after_batch, logs_this_step, trainer_or_none
 from lit_dl.data.spec import DataSpec
 from lit_dl.errors import CheckpointError, ConfigError
 from lit_dl.utils import to_plain
@@ -320,7 +320,7 @@ class Task(L.LightningModule):
         after the callbacks' own ``on_train_epoch_end`` (the epoch line of the progress bar reads them).
         """
         trainer = trainer_or_none(self)
-        if trainer is not None and (batch_idx + 1 >= trainer.num_training_batches or trainer.should_stop):
+        if trainer is not None and epoch_ends_after_batch(trainer, batch_idx):
             self._log_epoch("train")
 
     def on_train_epoch_start(self) -> None:
