@@ -18,7 +18,7 @@ Beside them, "bare L": (b)'s hand-written step and batches inside a bare ``Light
 floor of any framework on Lightning's Trainer. ``vs bare L`` is lit_dl's speed over it.
 
 The four loops take turns, ``--repeats`` rounds (default 3), and each loop's median round is
-reported: on a shared or virtual machine the speed drifts by 20% from minute to minute, and
+reported: on a 2-core virtual machine one loop's speed moved by up to 35% between rounds, and
 rounds in turn spread that drift over all four.
 
 Steps/s count training steps only, timed the way ``StepStats`` times them in (c): from the end of
