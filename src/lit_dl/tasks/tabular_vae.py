@@ -60,12 +60,10 @@ class TabularVAETask(TableGenerativeTask):
     def configure_models(self) -> None:
         super().configure_models()
         self.net = self.build_part("net", data_dim=self.table.output_dim)
-        # The modelled column each mode offset (T,) and each one-hot span (S,) belongs to.
-        modelled = self.table.modelled
-        numeric = [i for i, column in enumerate(modelled) if column["kind"] == "numeric"]
+        # The modelled column each mode offset (T,) belongs to; the one-hot spans (S,) are one per
+        # column, in column order (a number's modes or the categories).
+        numeric = [i for i, column in enumerate(self.table.modelled) if column["kind"] == "numeric"]
         self.register_buffer("offset_owner", torch.tensor(numeric, dtype=torch.long), persistent=False)
-        # One span per column, in column order: a number's modes or the categories.
-        self.register_buffer("span_owner", torch.arange(len(modelled)), persistent=False)
 
     def configure_metrics(self) -> None:
         # Scores and labels of the test rows, gathered over processes (anomaly AUROC at epoch end).
@@ -92,21 +90,26 @@ class TabularVAETask(TableGenerativeTask):
         return self.net(x)
 
     # ------------------------------------------------------------ loss
+    def reconstruction_terms(self, x: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """The reconstruction error of rows ``x`` from raw outputs, in nats, less its constant
+        ``log sigma`` terms: the Gaussian error of each mode offset ``(B, T)``,
+        ``(x - tanh(raw))^2 / (2 sigma^2)``, and the cross-entropy of each one-hot span ``(B, S)``."""
+        x, raw = x.float(), raw.float()
+        sigma = self.net.sigma[self.offset_index].float()
+        offsets = (x[:, self.offset_index] - torch.tanh(raw[:, self.offset_index])) ** 2 / (2 * sigma**2)
+        # All one-hot spans at once: gathered into (B, S, K_max), padded with -inf logits.
+        logits = torch.cat([raw, raw.new_full((len(x), 1), -torch.inf)], dim=1)[:, self.span_index]
+        target = torch.cat([x, x.new_full((len(x), 1), -1.0)], dim=1)[:, self.span_index].argmax(dim=2)
+        cross_entropy = -torch.log_softmax(logits, dim=2).gather(2, target[..., None]).squeeze(2)
+        return offsets, cross_entropy
+
     def negative_elbo(self, x: Tensor) -> Tensor:
         """``(loss_factor * reconstruction + KL)`` per row, averaged over the batch ``(B, D)``."""
         recon, mu, logvar = self(x)
-        recon, mu, logvar, x = recon.float(), mu.float(), logvar.float(), x.float()
-        loss = x.new_zeros(())
-        dims = self.offset_index
-        if len(dims):
-            sigma = self.net.sigma[dims].float()
-            error = (x[:, dims] - torch.tanh(recon[:, dims])) ** 2 / (2 * sigma**2)
-            loss = loss + error.sum() + torch.log(sigma).sum() * len(x)
-        if len(self.span_index):
-            # All one-hot spans at once: gathered into (B, S, K_max), padded with -inf logits.
-            logits = torch.cat([recon, recon.new_full((len(x), 1), -torch.inf)], dim=1)[:, self.span_index]
-            target = torch.cat([x, x.new_full((len(x), 1), -1.0)], dim=1)[:, self.span_index].argmax(dim=2)
-            loss = loss - torch.log_softmax(logits, dim=2).gather(2, target[..., None]).sum()
+        mu, logvar = mu.float(), logvar.float()
+        offsets, cross_entropy = self.reconstruction_terms(x, recon)
+        log_sigma = torch.log(self.net.sigma[self.offset_index].float()).sum() * len(x)
+        loss = offsets.sum() + log_sigma + cross_entropy.sum()
         kl = -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp())
         return (self.hparams.loss_factor * loss + kl) / len(x)
 
@@ -114,22 +117,12 @@ class TabularVAETask(TableGenerativeTask):
     def column_errors(self, x: Tensor, raw: Tensor) -> Tensor:
         """Reconstruction error of each modelled column ``(B, C)`` in nats, from rows ``x`` and raw outputs.
 
-        A number's error is the Gaussian error of its mode offset, ``(x - tanh(raw))^2 / (2 sigma^2)``,
-        plus the cross-entropy of its mode; a category's is the cross-entropy of its value: zero for
-        a perfect reconstruction (the negative log-likelihood less its constant ``log sigma`` terms).
+        A number's error is the Gaussian error of its mode offset plus the cross-entropy of its mode;
+        a category's is the cross-entropy of its value: zero for a perfect reconstruction (the
+        negative log-likelihood less its constant ``log sigma`` terms).
         """
-        x, raw = x.float(), raw.float()
-        errors = x.new_zeros(len(x), len(self.table.modelled))
-        if len(self.offset_index):
-            sigma = self.net.sigma[self.offset_index].float()
-            offsets = (x[:, self.offset_index] - torch.tanh(raw[:, self.offset_index])) ** 2 / (2 * sigma**2)
-            errors.index_add_(1, self.offset_owner, offsets)
-        if len(self.span_index):
-            logits = torch.cat([raw, raw.new_full((len(x), 1), -torch.inf)], dim=1)[:, self.span_index]
-            target = torch.cat([x, x.new_full((len(x), 1), -1.0)], dim=1)[:, self.span_index].argmax(dim=2)
-            cross_entropy = -torch.log_softmax(logits, dim=2).gather(2, target[..., None]).squeeze(2)
-            errors.index_add_(1, self.span_owner, cross_entropy)
-        return errors
+        offsets, cross_entropy = self.reconstruction_terms(x, raw)
+        return cross_entropy.index_add(1, self.offset_owner, offsets)  # one span per column, in order
 
     @torch.no_grad()
     def anomaly_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
