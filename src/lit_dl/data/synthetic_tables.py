@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,7 +303,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         self.frames = splits
         self.datasets = {
             name: TensorBatchDataset(torch.from_numpy(self.transform.transform(splits[name])))
-            for name in STAGES
+            for name in (STAGES if labelled_test is None else ("train", "val"))
         }
         if labelled_test is not None:
             self.datasets["test"] = TensorBatchDataset(
@@ -408,9 +407,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         Every modelled column must be there; others (ids, a label) are kept as they are.
         """
         assert self.transform is not None, "setup() or load_state_dict() first"
-        if not Path(path).is_file():
-            what = "is a folder, not a file" if Path(path).is_dir() else "file not found"
-            raise DataError(f"input {what}: {path} (check input)")
+        require_file(path, "input")
         frame = clean_frame(read_table(path, self.column_names, self.na_values), self.na_values)
         modelled = [c["name"] for c in self.transform.modelled]
         require_columns(frame, modelled, "column(s) the model was trained on", path, "add them to the input")
