@@ -262,6 +262,8 @@ class VAETask(ImageGenerativeTask):
         scores, labels = self.anomaly_scores.compute(), self.anomaly_labels.compute().long()
         self.anomaly_scores.reset()
         self.anomaly_labels.reset()
+        if labels.min() == labels.max():
+            return  # one kind of image only (as the tabular VAE): no ranking to judge
         names = {"elbo": "test/anomaly_auroc", "nll": "test/anomaly_auroc_nll"}
         if self.background.fitted:  # (not in checkpoints from before it existed)
             names["corrected"] = "test/anomaly_auroc_corrected"
