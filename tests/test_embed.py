@@ -76,11 +76,16 @@ def test_codes_segments_profile_and_map_of_a_table(customers: Path, tmp_path: Pa
         assert profile.loc[segment, "churn_rate"] == pytest.approx(rate)
     assert profile.loc[3, "churn_rate"] == pytest.approx(churn.mean())
     first = profile.loc[0]
-    if "=" not in first["feature_1"]:  # a number: segment mean against the mean of every row
-        column = first["feature_1"]
-        inside = pd.to_numeric(frame[column], errors="coerce")[(codes["segment"] == 0).to_numpy()]
-        assert first["segment_1"] == pytest.approx(inside.mean())
-        assert first["population_1"] == pytest.approx(pd.to_numeric(frame[column], errors="coerce").mean())
+    in_first = (codes["segment"] == 0).to_numpy()
+    column, _, value = first["feature_1"].partition("=")
+    if not value:  # a number: segment mean against the mean of every row
+        values = pd.to_numeric(frame[column], errors="coerce")
+        assert first["segment_1"] == pytest.approx(values[in_first].mean())
+        assert first["population_1"] == pytest.approx(values.mean())
+    else:  # a category's value: its share in the segment against its share of every row
+        is_value = frame[column].astype(str) == value
+        assert first["segment_1"] == pytest.approx(is_value[in_first].mean())
+        assert first["population_1"] == pytest.approx(is_value.mean())
     assert first["description"].startswith(first["feature_1"])
     assert "churn" not in " ".join(profile["description"].dropna())  # the target is the rate, not a feature
     with Image.open(tmp_path / "codes_map.png") as image:
