@@ -133,6 +133,26 @@ def test_classifier_learns_and_reports_test_metrics(num_classes):
         assert 0.0 <= results[f"test/{metric}"] <= 1.0
 
 
+@pytest.mark.parametrize("mode, expected", [("sampled", [0, 2, 5]), ("none", []), ("all", list(range(8)))])
+def test_training_predictions_are_made_only_for_the_steps_whose_metrics_are_updated(mode, expected):
+    # train_metrics=sampled updates the training metrics on the epoch's first step and the steps the
+    # loggers write (Lightning counts steps from 1: global steps 2 and 5 with log_every_n_steps=3); the
+    # other steps skip the predictions (softmax) as well: nothing reads them.
+    task = classifier(train_metrics=mode)
+    steps: list[int] = []
+    predictions = task.predictions
+
+    def counted(output: torch.Tensor) -> torch.Tensor:
+        if task.trainer.training:
+            steps.append(task.trainer.global_step)
+        return predictions(output)
+
+    task.predictions = counted
+    trainer(1, log_every_n_steps=3, limit_val_batches=0).fit(task, loader(classification_data(2, n=512)))
+    assert steps == expected
+    assert ("train/accuracy" in task.trainer.callback_metrics) == (mode != "none")
+
+
 def test_classifier_predict_gives_class_probabilities():
     task = classifier(2)
     ds = classification_data(2, n=40)

@@ -155,14 +155,19 @@ class SupervisedTask(Task):
         """Feed one batch to the stage's metrics (override to give some metrics other predictions)."""
         metrics.update(predictions, self.metric_target(target))
 
-    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
-        """Loss and predictions of one labelled batch; updates and logs the stage's metrics."""
+    def shared_step(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor | None]:
+        """Loss and predictions of one labelled batch; updates and logs the stage's metrics.
+
+        A training step whose metrics are not updated (``train_metrics: sampled`` between logged
+        steps, or ``none``) computes no predictions (None): nothing reads them.
+        """
         inputs, target = self.split_batch(batch)
         output = self(*inputs)
         loss = self.compute_loss(output, target)
-        predictions = self.predictions(output.detach())
         metrics = self.metric_collection(stage)
-        if len(metrics) and self.updates_metrics(stage):
+        updates = bool(len(metrics)) and self.updates_metrics(stage)
+        predictions = self.predictions(output.detach()) if updates or stage != "train" else None
+        if updates:
             self.update_metrics(metrics, predictions, target, inputs)
         self.log_step(stage, loss, metrics, batch_size=len(target))
         return loss, predictions
