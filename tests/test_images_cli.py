@@ -147,6 +147,21 @@ def test_corrupt_image_fails_in_one_line_or_is_skipped(fail_cli: Callable[..., s
     assert "skip_bad_files: true" in config
 
 
+def test_image_folder_trains_from_disk_with_workers(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write_image_folder(root, corrupt=False)
+    run_dir = tmp_path / "run"
+    main(
+        image_folder_args(root, run_dir, "data.in_memory=false", "data.num_workers=1", "trainer.max_epochs=2")
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["test/accuracy"] <= 1.0
+    assert (
+        "reading" in (run_dir / "train.log").read_text()
+        and "from disk" in (run_dir / "train.log").read_text()
+    )
+
+
 def test_channels_last_trains_on_digits(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     main(

@@ -530,20 +530,124 @@ def test_image_folder_test_classes_must_match(tmp_path: Path) -> None:
         folder_dm(tmp_path).setup("fit")
 
 
+def test_normalisation_is_summed_chunk_by_chunk_to_torch_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lit_dl.data.images.STATISTICS_CHUNK", 7)  # 25 images: 4 chunks, the last short
+    images = torch.randint(0, 256, (25, 3, 5, 4), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    mean, std = DigitsDataModule().channel_statistics(images)
+    floats = images.float() / 255.0
+    torch.testing.assert_close(torch.tensor(mean), floats.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(std), floats.std(dim=(0, 2, 3)))
+
+
+# ---------------------------------------------------------------- image folders read from disk
+
+
+def disk_images(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image and label of a dataset read from files, item by item."""
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([image for image, _ in items]), torch.stack([label for _, label in items])
+
+
+class FakeTrainer:
+    """What the datamodule's loaders read of a trainer: this process's rank among ``world_size``."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1) -> None:
+        self.global_rank, self.world_size, self.num_devices = rank, world_size, world_size
+        self.overfit_batches = 0
+        self.strategy = type("Strategy", (), {"root_device": torch.device("cpu")})()
+
+
+@pytest.mark.parametrize("scale", ["standardize", "unit"])
+def test_image_folder_from_disk_gives_what_memory_gives(image_root: Path, scale: str) -> None:
+    memory = set_up(folder_dm(image_root, in_memory=True, scale=scale))
+    disk = set_up(folder_dm(image_root, in_memory=False, num_workers=0, scale=scale))
+    assert not memory.file_backed and disk.file_backed
+    assert (disk.classes, disk.class_counts, disk.image_shape) == (
+        memory.classes,
+        memory.class_counts,
+        memory.image_shape,
+    )
+    torch.testing.assert_close(torch.tensor(disk.mean), torch.tensor(memory.mean))
+    torch.testing.assert_close(torch.tensor(disk.std), torch.tensor(memory.std))
+    for split in ("train", "val", "test"):
+        images, labels = disk_images(disk.datasets[split])
+        torch.testing.assert_close(images, all_images(memory.datasets[split]))
+        assert torch.equal(labels, memory.datasets[split].labels)
+
+
+def test_image_folder_from_disk_loader_reads_each_image_once_per_epoch_in_workers(image_root: Path) -> None:
+    dm = set_up(folder_dm(image_root, in_memory=False, num_workers=2, prefetch_factor=2))
+    dm.trainer = FakeTrainer()
+    loader = dm.train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 2)
+    orders = []
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)  # as Lightning does before each epoch
+        order = list(loader.sampler)
+        assert sorted(order) == list(range(len(dm.datasets["train"])))
+        orders.append(order)
+        images = torch.cat([batch for batch, _ in loader])
+        expected, _ = disk_images(torch.utils.data.Subset(dm.datasets["train"], order))
+        torch.testing.assert_close(images, expected)  # the workers' batches, in the epoch's order
+    assert orders[0] != orders[1]
+    validation = dm.val_dataloader()
+    assert list(validation.sampler) == list(range(len(dm.datasets["val"])))
+
+
+def test_image_folder_from_disk_shares_items_among_processes(image_root: Path) -> None:
+    dm = set_up(folder_dm(image_root, in_memory=False, num_workers=0))
+    shares = {}
+    for rank in (0, 1):
+        dm.trainer = FakeTrainer(rank, world_size=2)
+        shares[rank] = {stage: list(dm.loader(stage).sampler) for stage in ("train", "val", "test")}
+    for stage in ("val", "test"):  # evaluation: every item once over the processes, no padding
+        assert sorted(shares[0][stage] + shares[1][stage]) == list(range(len(dm.datasets[stage])))
+    train = len(dm.datasets["train"])  # training: torch's DistributedSampler, padded to equal shares
+    assert len(shares[0]["train"]) == len(shares[1]["train"]) == (train + 1) // 2
+    assert set(shares[0]["train"]) | set(shares[1]["train"]) == set(range(train))
+
+
+def test_image_folder_in_memory_auto_reads_a_large_folder_from_disk(
+    image_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not set_up(folder_dm(image_root)).file_backed
+    monkeypatch.setattr("lit_dl.data.images.IN_MEMORY_LIMIT", 16 * 12 * 3 * 35)  # 35 of the 36 images
+    assert set_up(folder_dm(image_root, num_workers=0)).file_backed
+
+
+def test_image_folder_from_disk_thresholds_and_refuses_stochastic_draws(image_root: Path) -> None:
+    dm = set_up(folder_dm(image_root, in_memory=False, num_workers=0, binarize="threshold", channels=1))
+    images, _ = disk_images(dm.datasets["train"])
+    assert set(images.unique().tolist()) <= {0.0, 1.0}
+    memory = set_up(folder_dm(image_root, in_memory=True, binarize="threshold", channels=1))
+    torch.testing.assert_close(images, all_images(memory.datasets["train"]))
+    with pytest.raises(DataError, match="in_memory=true"):
+        folder_dm(image_root, in_memory=False, binarize="stochastic").setup("fit")
+
+
+@pytest.mark.parametrize("value", [{"in_memory": "sometimes"}, {"num_workers": -1}, {"prefetch_factor": 0}])
+def test_image_folder_reading_settings_are_checked(image_root: Path, value: dict[str, Any]) -> None:
+    with pytest.raises(DataError, match=f"data.{next(iter(value))}"):
+        folder_dm(image_root, **value)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
 def test_corrupt_image_is_named_or_skipped(
-    image_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    image_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, in_memory: bool
 ) -> None:
     root = tmp_path / "images"
     write_image_folder(root)
     bad = root / "green" / "broken.png"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    reading = {"in_memory": in_memory, "num_workers": 1}  # from disk: the reason comes from a worker
     with pytest.raises(DataError, match="skip_bad_files") as info:
-        folder_dm(root).setup("fit")
+        folder_dm(root, **reading).setup("fit")
     assert str(bad) in str(info.value)
     assert "\n" not in str(info.value)
 
     with caplog.at_level(logging.WARNING, logger="lit_dl.data.images"):
-        dm = set_up(folder_dm(root, skip_bad_files=True))
+        dm = set_up(folder_dm(root, skip_bad_files=True, **reading))
+    assert dm.file_backed is not in_memory
     assert sum(len(ds) for ds in dm.datasets.values()) == 36  # 37 files, one skipped
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and str(bad) in r.getMessage()]
     assert len(warnings) == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
 
 from lit_dl.errors import DataError
 
@@ -157,3 +158,100 @@ def load_image(path: Path, size: tuple[int, int] | None, channels: int, hint: st
         raise DataError(f"cannot read image {path}: {str(err).splitlines()[0]}{hint}") from err
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+
+
+class ImageFileDataset(Dataset):
+    """Images read from their files when a sample is taken: folders too large to hold in memory.
+
+    Each item is one image, decoded, resized to ``size``, optionally thresholded to 0/1 pixels,
+    augmented and normalised: the very steps the in-memory dataset takes, here in a DataLoader's
+    worker processes. Items are ``(image, label)`` (``(image,)`` without labels).
+
+    Args:
+        paths: the image files.
+        labels: class index per file, or None.
+        size: ``(height, width)`` every image is resized to.
+        channels: 1 (greyscale) or 3 (RGB).
+        mean, std: per-channel normalisation of pixels in [0, 1].
+        transform: augmentation of the uint8 image ``(C, H, W)`` (training only).
+        threshold: pixels >= 128 become 255, the rest 0, before normalising (``binarize=threshold``).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: Tensor | None,
+        size: tuple[int, int],
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        transform: Any = None,
+        threshold: bool = False,
+    ) -> None:
+        self.paths = [str(p) for p in paths]
+        self.labels = labels
+        self.size, self.channels = size, channels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.transform = transform
+        self.threshold = threshold
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        image = load_image(Path(self.paths[index]), self.size, self.channels)
+        if self.threshold:
+            image = torch.where(image >= 128, 255, 0).to(torch.uint8)
+        if self.transform is not None:
+            image = self.transform(image)
+        image = (image.float() / 255.0 - self.mean) / self.std
+        return (image,) if self.labels is None else (image, self.labels[index])
+
+    def __getitems__(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, ...]:
+        """A whole batch ``(images, labels)``, stacked (the batch interface of lit_dl's datasets)."""
+        items = [self[int(i)] for i in indices]
+        return tuple(torch.stack(parts) for parts in zip(*items, strict=True))
+
+
+class ImageFileStatistics(Dataset):
+    """One pass over image files: per file whether it decodes and its per-channel pixel sums.
+
+    Item ``i`` is ``(ok, sums, reason)``: ``sums`` ``(C, 2)`` float64 holds the sum and the sum of
+    squares of the pixels in [0, 1] of each channel; a file that does not decode gives
+    ``(False, zeros, why)``. Summed over the training files the sums give the normalisation.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], size: tuple[int, int], channels: int) -> None:
+        self.paths = [str(p) for p in paths]
+        self.size, self.channels = size, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[bool, Tensor, str]:
+        try:
+            image = load_image(Path(self.paths[index]), self.size, self.channels)
+        except DataError as err:
+            reason = str(err.__cause__ or err).splitlines()[0]
+            return False, torch.zeros(self.channels, 2, dtype=torch.float64), reason
+        pixels = image.double().flatten(1) / 255.0
+        return True, torch.stack([pixels.sum(dim=1), pixels.square().sum(dim=1)], dim=1), ""
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation items for one process, each item once over all processes: ``rank, rank + world_size, ...``.
+
+    torch's ``DistributedSampler`` pads the set with copies of its first items so every process gets
+    as many; those would count twice in the metrics. A ``DistributedSampler`` only so that Lightning
+    keeps it under DDP instead of putting its own in its place.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
