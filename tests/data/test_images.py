@@ -599,7 +599,10 @@ def test_image_folder_from_disk_shares_items_among_processes(image_root: Path) -
     shares = {}
     for rank in (0, 1):
         dm.trainer = FakeTrainer(rank, world_size=2)
-        shares[rank] = {stage: list(dm.loader(stage).sampler) for stage in ("train", "val", "test")}
+        samplers = {stage: dm.loader(stage).sampler for stage in ("train", "val", "test")}
+        # DistributedSamplers, which Lightning keeps under DDP (it replaces any other sampler).
+        assert all(isinstance(s, torch.utils.data.DistributedSampler) for s in samplers.values())
+        shares[rank] = {stage: list(sampler) for stage, sampler in samplers.items()}
     for stage in ("val", "test"):  # evaluation: every item once over the processes, no padding
         assert sorted(shares[0][stage] + shares[1][stage]) == list(range(len(dm.datasets[stage])))
     train = len(dm.datasets["train"])  # training: torch's DistributedSampler, padded to equal shares
