@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from lit_dl.data import DigitsDataModule, ImageFolderDataModule, TorchvisionDataModule
+from lit_dl.data.image_files import ImageFileDataset
 from lit_dl.data.images import TORCHVISION_SETS
 from lit_dl.errors import DataError
 
@@ -626,6 +627,16 @@ def test_image_folder_from_disk_thresholds_and_refuses_stochastic_draws(image_ro
     torch.testing.assert_close(images, all_images(memory.datasets["train"]))
     with pytest.raises(DataError, match="in_memory=true"):
         folder_dm(image_root, in_memory=False, binarize="stochastic").setup("fit")
+
+
+def test_image_folder_from_disk_predicts_on_files_as_read_in_memory(image_root: Path) -> None:
+    memory = set_up(folder_dm(image_root, in_memory=True))
+    disk = folder_dm(image_root, in_memory=False)
+    disk.load_state_dict(memory.state_dict())  # as lit-dl predict restores it from a checkpoint
+    expected, files = memory.load_inputs(str(image_root / "red"))
+    dataset, disk_files = disk.load_inputs(str(image_root / "red"))
+    assert isinstance(dataset, ImageFileDataset) and disk_files.equals(files)
+    torch.testing.assert_close(dataset.__getitems__(range(len(dataset)))[0], all_images(expected))
 
 
 @pytest.mark.parametrize("value", [{"in_memory": "sometimes"}, {"num_workers": -1}, {"prefetch_factor": 0}])

@@ -303,23 +303,15 @@ class ImageDataModule(InMemoryDataModule):
     def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
         """An image file or a folder of images (recursively) -> ``(dataset, frame of file names)``."""
         assert self.image_shape is not None, "setup() or load_state_dict() first"
-        root = Path(path)
-        if not root.exists():
-            raise DataError(f"input not found: {root}")
-        files = (
-            [root]
-            if root.is_file()
-            else sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        )
-        if not files:
-            raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        files = input_files(path)
         channels, height, width = self.image_shape
         images = torch.stack([load_image(f, (height, width), channels) for f in files])
         if self.binarize == "threshold":  # as the model saw its data
             images = torch.where(images >= 128, 255, 0).to(torch.uint8)
         elif self.binarize == "stochastic":
             images = self._binary_draw(images, torch.zeros(len(images)), seed=self.split_seed)[0]
-        return self._dataset(images, None), pd.DataFrame({"file": [str(f) for f in files]})
+        # The in-memory dataset whatever the training data was (a subclass may read its splits from disk).
+        return ImageDataModule._dataset(self, images, None), pd.DataFrame({"file": [str(f) for f in files]})
 
     # ------------------------------------------------------------ task wiring and state
     def data_spec(self) -> DataSpec:
@@ -352,6 +344,19 @@ class ImageDataModule(InMemoryDataModule):
         self.classes, self.mean, self.std = state["classes"], state["mean"], state["std"]
         self.image_shape, self.class_counts = state["image_shape"], state["class_counts"]
         self.datasets = {}
+
+
+def input_files(path: str) -> list[Path]:
+    """The image file ``path``, or the image files in the folder ``path`` (recursively), sorted."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"input not found: {root}")
+    files = (
+        [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    )
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    return files
 
 
 # Images converted to float64 at a time when the normalisation is fitted.
@@ -713,6 +718,27 @@ class ImageFolderDataModule(ImageDataModule):
         if self.file_backed:
             log.info("reading %d images from disk (data.in_memory=%s)", len(self._paths), self.in_memory)
         return arrays
+
+    def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
+        """Images to predict on: decoded into memory when they fit (``in_memory``, as for training),
+        else read from their files batch by batch."""
+        files = input_files(path)
+        if self._fits_in_memory(len(files)):
+            return super().load_inputs(path)
+        if self.binarize == "stochastic":
+            raise DataError(
+                "data.binarize=stochastic draws every pixel of the images in memory: set data.in_memory=true"
+            )
+        dataset = ImageFileDataset(
+            files,
+            None,
+            self.image_size,
+            self.channels,
+            self.mean,
+            self.std,
+            threshold=self.binarize == "threshold",
+        )
+        return dataset, pd.DataFrame({"file": [str(f) for f in files]})
 
     # ------------------------------------------------------------ reading from disk
     def shape_of(self, images: Tensor) -> list[int]:
