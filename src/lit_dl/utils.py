@@ -108,3 +108,17 @@ def format_number(value: float, spec: str = ".4f") -> str:
     if text.startswith("-") and any(c.isdigit() for c in text) and not any(c in "123456789" for c in text):
         return text[1:]
     return text
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def prep_threads() -> int:
+    """Threads that prepare a table's columns (or row ranges) at once: the process's CPU cores, at
+    most 8. numpy, pandas and Arrow release the GIL in their loops over large arrays."""
+    return max(1, min(8, cpu_count()))

@@ -118,8 +118,14 @@ class FrameTabular(TabularDataModule):
 
 
 # ---------------------------------------------------------------------------- the preprocessor alone
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("encoding", ["onehot", "embedding"])
-def test_transform_equals_sklearn_with_missing_and_unseen_categories(encoding: str) -> None:
+def test_transform_equals_sklearn_with_missing_and_unseen_categories(
+    encoding: str, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of 16 rows: 400 rows make 3 row ranges of 144, 144 and 112 rows for 3 threads.
+    monkeypatch.setattr("lit_dl.data.preprocessing.ROWS_PER_BLOCK", 16)
+    monkeypatch.setattr("lit_dl.data.preprocessing.prep_threads", lambda: threads)
     train = dirty_table(400, seed=0)
     other = dirty_table(150, seed=1)
     other.loc[:9, "region"] = "never seen"

@@ -44,6 +44,7 @@ from lit_dl.data.image_files import (
 )
 from lit_dl.data.spec import DataSpec
 from lit_dl.errors import DataError
+from lit_dl.utils import cpu_count
 
 log = logging.getLogger(__name__)
 
@@ -821,14 +822,6 @@ IN_MEMORY_LIMIT = 4 * 2**30
 def machine_memory() -> int:
     """Bytes of physical memory of this machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def cpu_count() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 __all__ = [

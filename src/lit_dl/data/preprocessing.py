@@ -14,6 +14,7 @@ one preallocated float32 array. The tensors equal scikit-learn's, bit for bit
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from lit_dl.data.tables import distinct_values
 from lit_dl.errors import DataError
+from lit_dl.utils import prep_threads
 
 MISSING_CATEGORY = "__missing__"
 # Rows standardised and encoded at a time: the block's float64 numbers and float32 features stay in cache.
@@ -196,9 +198,10 @@ class TabularPreprocessor:
         cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], encoding: Encoding = "onehot"
     ) -> TabularPreprocessor:
         """Fit on ``frame`` (the training split) and return the fitted preprocessor."""
-        statistics = [fit_numbers(numbers(frame[col]), col) for col in numeric]
+        with ThreadPoolExecutor(prep_threads()) as pool:  # columns in parallel (see prep_threads)
+            statistics = list(pool.map(lambda col: fit_numbers(numbers(frame[col]), col), numeric))
+            categories = list(pool.map(lambda col: category_list(frame[col]), categorical))
         medians, means, scales = (list(s) for s in zip(*statistics, strict=True)) if numeric else ([], [], [])
-        categories = [category_list(frame[col]) for col in categorical]
         return cls(numeric, categorical, medians, means, scales, categories, encoding)
 
     @property
@@ -233,23 +236,46 @@ class TabularPreprocessor:
         categories all zeros) or OrdinalEncoder (+1, unseen 0), written a block of rows at a time into
         one preallocated float32 array: no copy of the frame, no float64 matrix of the whole table.
         """
-        n, k = len(frame), len(self.numeric)
+        n, width = len(frame), self.num_features
         columns = [numbers(frame[col]) for col in self.numeric]  # views of float64 columns
-        positions = [
-            category_positions(frame[col], cats)
-            for col, cats in zip(self.categorical, self.categories, strict=True)
-        ]
-        x_num = np.zeros((n, self.num_features), dtype=np.float32)
+        threads = prep_threads()
+        with ThreadPoolExecutor(threads) as pool:
+            positions = list(
+                pool.map(
+                    lambda column: category_positions(frame[column[0]], column[1]),
+                    zip(self.categorical, self.categories, strict=True),
+                )
+            )
+            x_num = np.zeros((n, width), dtype=np.float32)
+            # Row ranges in parallel, a whole number of blocks each: the threads write disjoint rows.
+            share = -(-n // (ROWS_PER_BLOCK * threads)) * ROWS_PER_BLOCK
+            ranges = [range(start, min(start + share, n)) for start in range(0, n, share)] if n else []
+            unseen = [bool((p < 0).any()) for p in positions]  # categories not seen in training
+            list(pool.map(lambda rows: self._write_rows(x_num, rows, columns, positions, unseen), ranges))
+        x_cat = np.zeros((n, len(positions) if self.encoding == "embedding" else 0), dtype=np.int64)
+        for j, column_positions in enumerate(positions if self.encoding == "embedding" else []):
+            np.add(column_positions, 1, out=x_cat[:, j])  # -1 (unseen) becomes 0
+        return torch.from_numpy(x_num), torch.from_numpy(x_cat)
+
+    def _write_rows(
+        self,
+        x_num: np.ndarray,
+        row_range: range,
+        columns: list[np.ndarray],
+        positions: list[np.ndarray],
+        unseen: list[bool],
+    ) -> None:
+        """Write the features of rows ``row_range`` into ``x_num`` (zeros), a block of rows at a time."""
+        k, width = len(self.numeric), x_num.shape[1]
         medians, means, scales = (
             np.asarray(v, dtype=np.float64) for v in (self.medians, self.means, self.scales)
         )
         onehot = self.encoding == "onehot" and bool(positions)
         if onehot:
             offsets = k + np.cumsum([0] + [len(c) for c in self.categories[:-1]])
-            unseen = [bool((p < 0).any()) for p in positions]
-            row_starts = np.arange(min(n, ROWS_PER_BLOCK), dtype=np.int64) * self.num_features
-        for start in range(0, n, ROWS_PER_BLOCK):
-            rows = slice(start, min(start + ROWS_PER_BLOCK, n))
+            row_starts = np.arange(min(len(row_range), ROWS_PER_BLOCK), dtype=np.int64) * width
+        for start in range(row_range.start, row_range.stop, ROWS_PER_BLOCK):
+            rows = slice(start, min(start + ROWS_PER_BLOCK, row_range.stop))
             if k:
                 block = np.empty((rows.stop - start, k))  # (B, numeric) float64, as the scaler computes
                 for j, values in enumerate(columns):
@@ -271,10 +297,6 @@ class TabularPreprocessor:
                         flat[starts[seen] + offset + at[seen]] = 1.0
                     else:
                         flat[starts + offset + at] = 1.0
-        x_cat = np.zeros((n, len(positions) if self.encoding == "embedding" else 0), dtype=np.int64)
-        for j, column_positions in enumerate(positions if self.encoding == "embedding" else []):
-            np.add(column_positions, 1, out=x_cat[:, j])  # -1 (unseen) becomes 0
-        return torch.from_numpy(x_num), torch.from_numpy(x_cat)
 
     def state_dict(self) -> dict[str, Any]:
         """The fitted state as plain data (safe for ``torch.load(weights_only=True)``)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.extmath import _approximate_mode  # StratifiedShuffleSplit's rows per class
 
 from lit_dl.errors import DataError
+from lit_dl.utils import prep_threads
 
 DEFAULT_NA_VALUES = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 # A text column is read as numbers when at least this share of its non-blank cells parse as numbers.
@@ -196,22 +198,30 @@ def clean_frame(
     frame = frame.copy(deep=False)
     markers = {v.strip() for v in na_values}
     categorize = set(as_category)
-    for col in frame.columns:
+
+    def cleaned(col: Any) -> Any:
+        """The cleaned column ``col``, or None when it stays as it is."""
         column = frame[col]
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            continue
+            return None
         if is_text_column(column):
             # Cleaned once per distinct value, spread to the rows by their codes.
             codes, uniques = pd.factorize(column)
-            cleaned = _clean_text(pd.Series(uniques), markers)
+            texts = _clean_text(pd.Series(uniques), markers)
             if col in categorize:
-                merged, categories = pd.factorize(cleaned)  # " a" and "a" are one category; markers none
-                frame[col] = pd.Categorical.from_codes(np.append(merged, -1)[codes], categories=categories)
-            elif not cleaned.equals(pd.Series(uniques)):
-                frame[col] = pd.Series(cleaned.array.take(codes, allow_fill=True), index=column.index)
-        else:
-            text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-            frame[col] = text.where(~text.isin(markers), np.nan)
+                merged, categories = pd.factorize(texts)  # " a" and "a" are one category; markers none
+                return pd.Categorical.from_codes(np.append(merged, -1)[codes], categories=categories)
+            if not texts.equals(pd.Series(uniques)):
+                return pd.Series(texts.array.take(codes, allow_fill=True), index=column.index)
+            return None
+        text = column.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+        return text.where(~text.isin(markers), np.nan)
+
+    # Columns in parallel (Arrow's and numpy's loops release the GIL), written back one by one.
+    with ThreadPoolExecutor(prep_threads()) as pool:
+        for col, column in zip(frame.columns, pool.map(cleaned, frame.columns), strict=True):
+            if column is not None:
+                frame[col] = column
     return frame
 
 
