@@ -9,7 +9,8 @@ asking for a class): its F1 and AUROC, its ``>50K`` rate, the missing-cell share
 with gaps and the exact-zero share of every zero-inflated number, each beside the real one, and
 the privacy verdicts of both samples. Measured with ``--models ctgan --seeds 42,43,44 --jobs 3
 trainer.max_epochs=10`` (docs/synthetic-tables.md): the unconditioned sample's rates within half a
-point of the real ones and both privacy verdicts passing, but F1 about 0.2 (ten epochs are too few).
+point of the real ones and both privacy verdicts passing, but F1 0.19 (mean of three seeds; the
+rows are still far from real ones).
 
     python benchmarks/synthetic_adult.py [--adult DIR] [--runs DIR] [--models tvae,ctgan] [--seeds 42,43,44]
         [--jobs 3] [key=value ...]
