@@ -2,9 +2,13 @@
 
 Numbers use mode-specific normalisation (Xu et al., 2019): a Bayesian Gaussian mixture
 (scikit-learn) is fitted per column; a value becomes its mode as a one-hot vector and its
-offset from that mode's mean, ``alpha = (x - mean_k) / (4 std_k)``. Categories become one-hot
-vectors. A missing cell is one more slot of the column's one-hot span, so a generator learns
-and reproduces the real missing rate. The inverse returns the original columns in their
+offset from that mode's mean, ``alpha = (x - mean_k) / (4 std_k)``. A zero-inflated column
+(at least :data:`ZERO_MODE_SHARE` of its values exactly 0, e.g. a capital gain) gives exact zero
+a mode of its own, first in the span, and fits the mixture on the other values: a generated zero
+is an exact zero, never a small number near one. Categories become one-hot vectors. A missing
+cell is one more slot of the column's one-hot span, so a generator learns and reproduces the
+real missing rate. Every column also stores how many training rows fell in each slot of its span
+(``counts``: the real rates a sampler can be calibrated to). The inverse returns the original columns in their
 order, with their dtypes, categories and value ranges (integers stay integers).
 
 The fitted state is plain data (lists of numbers and strings), so it lives in checkpoints
@@ -30,6 +34,8 @@ from lit_dl.errors import ConfigError, DataError
 MODE_WEIGHT_THRESHOLD = 0.005
 # Offsets are scaled by 4 standard deviations, so nearly every value of a mode lies in [-1, 1].
 ALPHA_SCALE = 4.0
+# A numeric column with at least this share of exact zeros gets a zero mode (its own one-hot slot).
+ZERO_MODE_SHARE = 0.05
 MAX_DECIMALS = 6
 
 
@@ -73,6 +79,7 @@ class TableTransform:
         max_modes: int = 10,
         max_fit_rows: int = 20000,
         seed: int = 0,
+        zero_mode_share: float | None = ZERO_MODE_SHARE,
     ) -> TableTransform:
         """Fit on ``frame`` (training rows only).
 
@@ -83,6 +90,8 @@ class TableTransform:
             max_modes: mixture components per numeric column (unused ones get no weight).
             max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
             seed: seed of that sample and of the mixtures.
+            zero_mode_share: numeric columns with at least this share of exact zeros give zero a
+                mode of its own (None: never).
         """
         columns = []
         for name in frame.columns:
@@ -103,7 +112,9 @@ class TableTransform:
                 and not pd.api.types.is_bool_dtype(dtype)
                 and name not in categorical
             ):
-                columns.append({**spec, **cls._fit_numeric(series, max_modes, max_fit_rows, seed)})
+                columns.append(
+                    {**spec, **cls._fit_numeric(series, max_modes, max_fit_rows, seed, zero_mode_share)}
+                )
             else:
                 present = series.dropna()
                 categories = sorted({_plain(v) for v in present.tolist()}, key=_sort_key)
@@ -118,16 +129,27 @@ class TableTransform:
                         + ([int(series.isna().sum())] if series.isna().any() else []),
                     }
                 )
-        return cls(columns)
+        transform = cls(columns)
+        # Training rows per slot of every numeric column (categorical ones counted above).
+        numeric = [c for c in transform.modelled if c["kind"] == "numeric"]
+        for column in numeric:
+            slots = transform._numeric_slots(column, frame[column["name"]])
+            column["counts"] = np.bincount(slots, minlength=transform.one_hot_size(column)).tolist()
+        return transform
 
     @staticmethod
-    def _fit_numeric(series: pd.Series, max_modes: int, max_fit_rows: int, seed: int) -> dict[str, Any]:
+    def _fit_numeric(
+        series: pd.Series, max_modes: int, max_fit_rows: int, seed: int, zero_mode_share: float | None = None
+    ) -> dict[str, Any]:
         values = series.dropna().to_numpy(dtype=np.float64)
         if not len(values):
             raise DataError(f"numeric column {series.name!r} has no values in the training rows; drop it")
-        fit_values = values
-        if len(values) > max_fit_rows:
-            fit_values = np.random.default_rng(seed).choice(values, max_fit_rows, replace=False)
+        zero = values == 0
+        zero_mode = bool(zero_mode_share is not None and zero.mean() >= zero_mode_share and not zero.all())
+        # With a zero mode the mixture describes the other values (the zeros are the zero mode's).
+        fit_values = values[~zero] if zero_mode else values
+        if len(fit_values) > max_fit_rows:
+            fit_values = np.random.default_rng(seed).choice(fit_values, max_fit_rows, replace=False)
         distinct = np.unique(fit_values)
         if len(distinct) == 1:
             means, stds, weights = [float(distinct[0])], [1.0], [1.0]
@@ -148,12 +170,18 @@ class TableTransform:
             stds = np.sqrt(mixture.covariances_[keep].reshape(-1)).tolist()
             weights = (mixture.weights_[keep] / mixture.weights_[keep].sum()).tolist()
         integer = bool(np.all(np.mod(values, 1) == 0))
+        # With a zero mode, the other modes write values within the non-zero values' range (a capital
+        # gain's smallest is 114: a tail mode never writes a 3).
+        nonzero = values[~zero]
+        tail = {"tail_min": float(nonzero.min()), "tail_max": float(nonzero.max())} if zero_mode else {}
         return {
             "kind": "numeric",
             "means": means,
             "stds": [max(s, 1e-6) for s in stds],
             "weights": weights,
             "has_missing": bool(series.isna().any()),
+            "zero_mode": zero_mode,
+            **tail,
             "min": float(values.min()),
             "max": float(values.max()),
             "integer": integer,
@@ -163,10 +191,24 @@ class TableTransform:
     # ------------------------------------------------------------------ layout
     @staticmethod
     def one_hot_size(column: dict[str, Any]) -> int:
-        """Slots of a column's one-hot span: its modes (numbers) or categories, and one for missing."""
+        """Slots of a column's one-hot span: its modes (numbers: the zero mode first, if it has one) or
+        categories, and one for missing."""
         if column["kind"] == "numeric":
-            return len(column["means"]) + int(column["has_missing"])
+            return int(column.get("zero_mode", False)) + len(column["means"]) + int(column["has_missing"])
         return len(column["categories"]) + int(column["has_missing"])
+
+    def slot_rates(self) -> list[np.ndarray | None]:
+        """Share of the training rows in each slot of every one-hot span (in :meth:`one_hot_spans` order);
+        None for a column fitted without counts (a numeric column of a transform from before they were
+        stored)."""
+        rates: list[np.ndarray | None] = []
+        for column in self.modelled:
+            counts = column.get("counts")
+            if counts is None or len(counts) != self.one_hot_size(column) or not sum(counts):
+                rates.append(None)
+            else:
+                rates.append(np.asarray(counts, dtype=np.float64) / sum(counts))
+        return rates
 
     @classmethod
     def column_width(cls, column: dict[str, Any]) -> int:
@@ -288,19 +330,8 @@ class TableTransform:
             one_hot = np.zeros((n, size), dtype=np.float64)
             absent = series.isna().to_numpy()
             if column["kind"] == "numeric":
-                values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-                bad = np.isnan(values) & ~absent
-                if bad.any():
-                    raise DataError(f"column {column['name']!r} holds a non-number: {series[bad].iloc[0]!r}")
-                if absent.any() and not column["has_missing"]:
-                    raise DataError(f"column {column['name']!r} has missing values but had none when fitted")
-                filled = np.where(absent, column["means"][0], values)
-                mode = self._mode_log_posterior(column, filled).argmax(axis=1)
-                alpha = (filled - np.asarray(column["means"])[mode]) / (
-                    ALPHA_SCALE * np.asarray(column["stds"])[mode]
-                )
-                mode = np.where(absent, size - 1, mode)
-                parts.append(np.where(absent, 0.0, alpha)[:, None])
+                alpha, mode = self._numeric_parts(column, series)
+                parts.append(alpha[:, None])
             else:
                 index = {label: i for i, label in enumerate(column["categories"])}
                 by_text = {str(label): i for i, label in enumerate(column["categories"])}
@@ -323,6 +354,30 @@ class TableTransform:
             one_hot[np.arange(n), mode] = 1.0
             parts.append(one_hot)
         return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+
+    def _numeric_parts(self, column: dict[str, Any], series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets ``alpha`` ``(N,)`` and slots ``(N,)`` of a numeric column's values (see the module)."""
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+        absent = series.isna().to_numpy()
+        bad = np.isnan(values) & ~absent
+        if bad.any():
+            raise DataError(f"column {column['name']!r} holds a non-number: {series[bad].iloc[0]!r}")
+        if absent.any() and not column["has_missing"]:
+            raise DataError(f"column {column['name']!r} has missing values but had none when fitted")
+        means, stds = np.asarray(column["means"]), np.asarray(column["stds"])
+        filled = np.where(absent, means[0], values)
+        mode = self._mode_log_posterior(column, filled).argmax(axis=1)
+        alpha = (filled - means[mode]) / (ALPHA_SCALE * stds[mode])
+        zero_slots = int(column.get("zero_mode", False))
+        slot = mode + zero_slots
+        if zero_slots:  # exact zeros: the zero mode, offset 0
+            zero = (filled == 0) & ~absent
+            slot, alpha = np.where(zero, 0, slot), np.where(zero, 0.0, alpha)
+        slot = np.where(absent, self.one_hot_size(column) - 1, slot)
+        return np.where(absent, 0.0, alpha), slot
+
+    def _numeric_slots(self, column: dict[str, Any], series: pd.Series) -> np.ndarray:
+        return self._numeric_parts(column, series)[1]
 
     def category_codes(self, data: np.ndarray) -> np.ndarray:
         """Slot index ``(N, C)`` of each categorical column in transformed rows."""
@@ -347,11 +402,15 @@ class TableTransform:
             size = self.one_hot_size(column)
             if column["kind"] == "numeric":
                 alpha = data[:, start]
-                mode = data[:, start + 1 : start + 1 + size].argmax(axis=1)
+                slot = data[:, start + 1 : start + 1 + size].argmax(axis=1)
                 start += 1 + size
-                absent = mode == len(column["means"])
-                mode = np.minimum(mode, len(column["means"]) - 1)
+                zero_slots = int(column.get("zero_mode", False))
+                absent = slot == zero_slots + len(column["means"])
+                mode = np.clip(slot - zero_slots, 0, len(column["means"]) - 1)
                 x = alpha * ALPHA_SCALE * np.asarray(column["stds"])[mode] + np.asarray(column["means"])[mode]
+                if zero_slots:  # the zero mode writes an exact zero, the others non-zero values
+                    low, high = column.get("tail_min", column["min"]), column.get("tail_max", column["max"])
+                    x = np.where(slot == 0, 0.0, np.clip(x, low, high))
                 x = np.round(np.clip(x, column["min"], column["max"]), column["decimals"])
                 values[column["name"]] = np.where(absent, np.nan, x)
             else:

@@ -58,7 +58,37 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"distance to the closest training row: synthetic {number(p['dcr_synthetic']['median'])}, "
             f"real held-out {number(p['dcr_holdout']['median'])}"
         )
+    if "privacy_unconditioned" in report or "unconditioned" in report.get("target_rate", {}):
+        lines.append(f"unconditioned sample: {unconditioned_summary(report)}")
     return lines
+
+
+def unconditioned_summary(report: dict[str, Any]) -> str:
+    """The unconditioned sample's target rate, largest missing and zero-share gaps and privacy verdict."""
+    parts = []
+    rate = report.get("target_rate", {})
+    if "unconditioned" in rate:
+        parts.append(
+            f"`{rate['label']}` in {number(rate['unconditioned'], '.1%')} of rows "
+            f"(real {number(rate['real'], '.1%')})"
+        )
+    for what, key in (("missing", "missing_rate"), ("exact zeros", "zero_share")):
+        shares = {c: r for c, r in report.get(key, {}).items() if "unconditioned" in r}
+        if shares:
+            name, r = max(shares.items(), key=lambda item: abs(item[1]["unconditioned"] - item[1]["real"]))
+            parts.append(
+                f"{what} furthest from real in `{name}`: {number(r['unconditioned'], '.1%')} "
+                f"(real {number(r['real'], '.1%')})"
+            )
+    if "privacy_unconditioned" in report:
+        p = report["privacy_unconditioned"]
+        verdict = "no closer" if p["no_closer_than_holdout"] else "CLOSER"
+        parts.append(
+            f"privacy: {verdict} to training rows than real held-out rows "
+            f"({number(p['closer_to_train_share'], '.1%')} closer to training, "
+            f"{p['exact_copies']} exact copies)"
+        )
+    return "; ".join(parts)
 
 
 def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
@@ -79,15 +109,30 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "per column 1 - KS statistic (numbers) or 1 - total variation distance (categories), per pair "
         "of columns correlation or contingency similarity; the figure is the mean of the two means.",
         "",
-        "| column | kind | shape similarity | missing real | missing synthetic |",
-        "|---|---|---|---|---|",
+        "| column | kind | shape similarity | missing real | missing synthetic | missing unconditioned |",
+        "|---|---|---|---|---|---|",
     ]
     for name, score in report["fidelity"]["column_shapes"].items():
         miss = report["missing_rate"][name]
+        plain = number(miss["unconditioned"], ".2%") if "unconditioned" in miss else "-"
         out.append(
             f"| {name} | {report['kinds'][name]} | {number(score)} | "
-            f"{number(miss['real'], '.2%')} | {number(miss['synthetic'], '.2%')} |"
+            f"{number(miss['real'], '.2%')} | {number(miss['synthetic'], '.2%')} | {plain} |"
         )
+    if report.get("zero_share"):
+        out += ["", "Exact zeros (share of rows):", "", "| column | real | synthetic | unconditioned |"]
+        out.append("|---|---|---|---|")
+        for name, r in report["zero_share"].items():
+            plain = number(r["unconditioned"], ".2%") if "unconditioned" in r else "-"
+            out.append(f"| {name} | {number(r['real'], '.2%')} | {number(r['synthetic'], '.2%')} | {plain} |")
+    if "target_rate" in report:
+        rate = report["target_rate"]
+        plain = f", unconditioned {number(rate['unconditioned'], '.2%')}" if "unconditioned" in rate else ""
+        out += [
+            "",
+            f"Rows with `{rate['label']}`: real {number(rate['real'], '.2%')}, "
+            f"synthetic {number(rate['synthetic'], '.2%')}{plain}.",
+        ]
     worst = sorted(report["fidelity"]["column_pairs"], key=lambda p: p["score"])[:10]
     if worst:
         out += ["", "Least similar column pairs:", "", "| columns | metric | similarity |", "|---|---|---|"]
@@ -158,6 +203,15 @@ def markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             "to training rows than real held-out rows are (all of: no exact copies, the direct measure, "
             "and the like-with-like share and median within their margins).",
         ]
+        if "privacy_unconditioned" in report:
+            q = report["privacy_unconditioned"]
+            out.append(
+                f"- The unconditioned sample: {'no closer' if q['no_closer_than_holdout'] else 'CLOSER'} "
+                f"({number(q['closer_to_train_share'], '.1%')} closer to training; median distance "
+                f"{number(q['dcr_synthetic_to_train_matched']['median'], '.4f')} to training vs "
+                f"{number(q['dcr_synthetic_to_holdout_matched']['median'], '.4f')} to held-out rows; "
+                f"{q['exact_copies']} exact copies)."
+            )
     if plots:
         out += ["", "## Plots (real beside synthetic)", ""]
         out += [f"![{name}]({path})" for name, path in plots.items()]

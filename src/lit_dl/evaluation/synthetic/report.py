@@ -38,13 +38,20 @@ def build_report(
         ignore: columns left out (identifiers).
         sampling: how ``synthetic`` was drawn, in words (e.g. per class of the target), for the text.
         unconditioned: a sample drawn without conditions, when ``synthetic`` was drawn per class:
-            its TSTR efficacy is reported beside (``ml_efficacy_unconditioned``).
+            its TSTR efficacy, missing and zero shares, target rate and privacy are reported beside
+            (``ml_efficacy_unconditioned``, ``privacy_unconditioned``, the ``unconditioned`` entries).
     """
     missing = [c for c in train.columns if c not in ignore and c not in synthetic.columns]
     if missing:
         raise DataError(f"the synthetic table lacks column(s) of the real one: {', '.join(missing)}")
     columns = [c for c in train.columns if c not in ignore]
     kinds = column_kinds(train[columns], [*categorical, *([target] if target else [])])
+    samples = {"synthetic": synthetic}
+    if unconditioned is not None:
+        samples["unconditioned"] = unconditioned
+    if target and positive_label is None:
+        counts = as_categories(train[target]).value_counts()
+        positive_label = str(counts.index[-1]) if len(counts) == 2 else None
     report: dict[str, Any] = {
         "rows": {
             "train": len(train),
@@ -52,20 +59,33 @@ def build_report(
             "holdout": None if holdout is None else len(holdout),
         },
         "missing_rate": {
-            c: {"real": float(train[c].isna().mean()), "synthetic": float(synthetic[c].isna().mean())}
+            c: {"real": float(train[c].isna().mean())}
+            | {name: float(sample[c].isna().mean()) for name, sample in samples.items()}
             for c in columns
+        },
+        # Zero-inflated numbers (a capital gain): the share of exact zeros, real and generated.
+        "zero_share": {
+            c: {name: zero_share(frame[c]) for name, frame in {"real": train, **samples}.items()}
+            for c, kind in kinds.items()
+            if kind == "numeric" and zero_share(train[c]) > 0
         },
         # Against the training rows (a training run's test/fidelity is against its held-out test rows).
         "fidelity": {**fidelity(train, synthetic, kinds), "compared_with": "training rows"},
         "kinds": kinds,
         "sampling": sampling or "unconditioned",
     }
+    if target and positive_label is not None:
+        report["target_rate"] = {
+            "label": str(positive_label),
+            **{
+                name: float((as_categories(frame[target]) == str(positive_label)).mean())
+                for name, frame in {"real": train, **samples}.items()
+            },
+        }
     if holdout is not None and target:
         if positive_label is None:
-            counts = as_categories(train[target]).value_counts()
-            if len(counts) != 2:
-                raise DataError(f"target {target!r} has {len(counts)} classes; set the positive label")
-            positive_label = str(counts.index[-1])
+            classes = as_categories(train[target]).nunique()
+            raise DataError(f"target {target!r} has {classes} classes; set the positive label")
         report["ml_efficacy"] = ml_efficacy(
             train, synthetic, holdout, target, str(positive_label), kinds, classifiers
         )
@@ -75,4 +95,12 @@ def build_report(
             )
     if holdout is not None:
         report["privacy"] = privacy(train, synthetic, holdout, kinds, seed)
+        if unconditioned is not None:
+            report["privacy_unconditioned"] = privacy(train, unconditioned, holdout, kinds, seed)
     return report
+
+
+def zero_share(values: pd.Series) -> float:
+    """Share of a column's cells that are exactly 0 (missing cells count as not zero)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return float((numbers == 0).mean()) if len(numbers) else 0.0
