@@ -11,7 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 from torch import Tensor, nn
 
 from lit_dl.data.spec import DataSpec
-from lit_dl.data.table_transform import TableTransform
+from lit_dl.data.table_transform import ZERO_MODE_SHARE, TableTransform
 from lit_dl.evaluation.synthetic import build_report, summary_lines
 from lit_dl.tasks.tabular_gan import TabularGANTask
 
@@ -42,7 +42,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def table(frame: pd.DataFrame) -> TableTransform:
-    return TableTransform.fit(frame, max_modes=4)
+    return TableTransform.fit(frame, max_modes=4, zero_mode_share=ZERO_MODE_SHARE)
 
 
 def column(table: TableTransform, name: str) -> dict:
@@ -92,7 +92,7 @@ def test_columns_count_their_slots_and_give_real_rates(frame: pd.DataFrame, tabl
 
 
 def test_a_transform_saved_before_zero_modes_keeps_its_layout(frame: pd.DataFrame) -> None:
-    fitted = TableTransform.fit(frame, max_modes=4, zero_mode_share=None)  # what an older release fitted
+    fitted = TableTransform.fit(frame, max_modes=4)  # the default (no zero mode), as an older release fitted
     state = fitted.state_dict()
     for spec in state["columns"]:
         spec.pop("zero_mode", None)
@@ -211,3 +211,22 @@ def test_report_gives_the_unconditioned_samples_rates_and_privacy(frame: pd.Data
     assert "privacy_unconditioned" in report and "ml_efficacy_unconditioned" in report
     line = summary_lines(report)[-1]
     assert line.startswith("unconditioned sample: `>50K` in 0.0% of rows") and "exact zeros" in line
+
+
+@pytest.mark.parametrize("share", [None, 0.05])
+def test_the_datamodule_fits_a_zero_mode_only_when_asked(tmp_path, share: float | None) -> None:
+    from lit_dl.data.synthetic_tables import SyntheticTableDataModule
+
+    path = tmp_path / "gains.csv"
+    gains_frame().to_csv(path, index=False)
+    dm = SyntheticTableDataModule(path=str(path), target="income", max_modes=4, zero_mode_share=share)
+    dm.setup("fit")
+    assert column(dm.transform, "gain")["zero_mode"] is (share is not None)
+
+
+def test_a_zero_mode_share_outside_0_1_is_refused(tmp_path) -> None:
+    from lit_dl.data.synthetic_tables import SyntheticTableDataModule
+    from lit_dl.errors import DataError
+
+    with pytest.raises(DataError, match=r"data\.zero_mode_share"):
+        SyntheticTableDataModule(path=str(tmp_path / "x.csv"), zero_mode_share=1.5)

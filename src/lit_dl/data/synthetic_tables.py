@@ -116,6 +116,8 @@ class SyntheticTableDataModule(InMemoryDataModule):
         val_fraction, test_fraction: shares of rows for validation and test.
         split_seed: seed of the split.
         max_modes: mixture components per numeric column.
+        zero_mode_share: a numeric column with at least this share of exact zeros gets an exact-zero
+            mode (:mod:`lit_dl.data.table_transform`); None: none (the default).
         max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
         batch_size: rows per batch.
         on_device: keep the prepared tensors on the training device: ``auto`` (on a GPU when they
@@ -148,6 +150,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 42,
         max_modes: int = 10,
+        zero_mode_share: float | None = None,
         max_fit_rows: int = 20000,
         batch_size: int = 500,
         on_device: bool | str = "auto",
@@ -178,6 +181,9 @@ class SyntheticTableDataModule(InMemoryDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.split_seed = int(split_seed)
         self.max_modes, self.max_fit_rows = int(max_modes), int(max_fit_rows)
+        if zero_mode_share is not None and not 0.0 < float(zero_mode_share) <= 1.0:
+            raise DataError(f"data.zero_mode_share must be in (0, 1] or null, got {zero_mode_share}")
+        self.zero_mode_share = None if zero_mode_share is None else float(zero_mode_share)
         self.batch_size = int(batch_size)
         self.on_device = on_device_setting(on_device)
         self.sampling = sampling
@@ -293,6 +299,7 @@ class SyntheticTableDataModule(InMemoryDataModule):
                 max_modes=self.max_modes,
                 max_fit_rows=self.max_fit_rows,
                 seed=self.split_seed,
+                zero_mode_share=self.zero_mode_share,
             )
         if labelled_test is not None:
             # Every test row, labelled; the report's frame keeps the normal ones (what the model learnt).

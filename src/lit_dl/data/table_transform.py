@@ -79,7 +79,7 @@ class TableTransform:
         max_modes: int = 10,
         max_fit_rows: int = 20000,
         seed: int = 0,
-        zero_mode_share: float | None = ZERO_MODE_SHARE,
+        zero_mode_share: float | None = None,
     ) -> TableTransform:
         """Fit on ``frame`` (training rows only).
 
@@ -91,7 +91,7 @@ class TableTransform:
             max_fit_rows: rows the mixtures are fitted on (a seeded sample of larger tables).
             seed: seed of that sample and of the mixtures.
             zero_mode_share: numeric columns with at least this share of exact zeros give zero a
-                mode of its own (None: never).
+                mode of its own (None, the default: never; :data:`ZERO_MODE_SHARE` is the value tried).
         """
         columns = []
         for name in frame.columns:
