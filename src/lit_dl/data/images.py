@@ -304,7 +304,11 @@ class ImageDataModule(InMemoryDataModule):
     def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
         """An image file or a folder of images (recursively) -> ``(dataset, frame of file names)``."""
         assert self.image_shape is not None, "setup() or load_state_dict() first"
-        files = input_files(path)
+        return self.decoded_inputs(input_files(path))
+
+    def decoded_inputs(self, files: list[Path]) -> tuple[Dataset, pd.DataFrame]:
+        """Image ``files`` decoded into memory, as the model saw its data: ``(dataset, file names)``."""
+        assert self.image_shape is not None, "setup() or load_state_dict() first"
         channels, height, width = self.image_shape
         images = torch.stack([load_image(f, (height, width), channels) for f in files])
         if self.binarize == "threshold":  # as the model saw its data
@@ -723,9 +727,10 @@ class ImageFolderDataModule(ImageDataModule):
     def load_inputs(self, path: str) -> tuple[Dataset, pd.DataFrame]:
         """Images to predict on: decoded into memory when they fit (``in_memory``, as for training),
         else read from their files batch by batch."""
+        assert self.image_shape is not None, "setup() or load_state_dict() first"
         files = input_files(path)
         if self._fits_in_memory(len(files)):
-            return super().load_inputs(path)
+            return self.decoded_inputs(files)
         if self.binarize == "stochastic":
             raise DataError(
                 "data.binarize=stochastic draws every pixel of the images in memory: set data.in_memory=true"
