@@ -707,7 +707,6 @@ class ImageFolderDataModule(ImageDataModule):
             folders = {"all": self.root}
         listings = {name: self._list_folder(folder) for name, folder in folders.items()}
         self.file_backed = not self._fits_in_memory(sum(map(len, listings.values())))
-        self.thresholds_in_memory = not self.file_backed
         if self.file_backed and self.binarize == "stochastic":
             raise DataError(
                 "data.binarize=stochastic draws every pixel of the images in memory: set data.in_memory=true "
@@ -747,6 +746,11 @@ class ImageFolderDataModule(ImageDataModule):
         return dataset, pd.DataFrame({"file": [str(f) for f in files]})
 
     # ------------------------------------------------------------ reading from disk
+    @property
+    def thresholds_in_memory(self) -> bool:  # type: ignore[override]
+        """From disk, each image is thresholded as it is read (:class:`ImageFileDataset`)."""
+        return not self.file_backed
+
     def shape_of(self, images: Tensor) -> list[int]:
         if not self.file_backed:
             return super().shape_of(images)
