@@ -75,3 +75,28 @@ def test_default_train_config_is_the_churn_mlp_experiment(tmp_path: Path) -> Non
 def test_inference_configs_require_a_checkpoint(verb: str, tmp_path: Path) -> None:
     cfg = compose_train([], tmp_path, verb=verb)
     assert "ckpt_path" in OmegaConf.missing_keys(cfg)
+
+
+@pytest.mark.parametrize("experiment", ["churn_mlp", "adult_ctgan", "churn_ctgan"])
+def test_two_checkpoint_callbacks_a_checkpoint_cannot_tell_apart_are_refused_by_key(
+    experiment: str, tmp_path: Path
+) -> None:
+    from lit_dl.errors import ConfigError
+    from lit_dl.verbs.common import build_callbacks
+
+    cfg = compose_train([f"experiment={experiment}", "callbacks.progress_bar=null"], tmp_path)
+    names = [type(c).__name__ for c in build_callbacks(cfg.callbacks)]  # the experiment's own: accepted
+    assert names.count("ModelCheckpoint") == 2
+    clash = compose_train(
+        [
+            f"experiment={experiment}",
+            "callbacks.model_checkpoint.monitor=step",  # what callbacks.last_checkpoint monitors
+            "callbacks.model_checkpoint.mode=max",
+            "callbacks.early_stopping=null",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(
+        ConfigError, match=r"callbacks\.model_checkpoint and callbacks\.last_checkpoint .*monitor=null"
+    ):
+        build_callbacks(clash.callbacks)

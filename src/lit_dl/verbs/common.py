@@ -142,7 +142,32 @@ def build_task(model_cfg: DictConfig, datamodule: DataSource) -> Task:
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
-    return [build(node, f"callbacks.{name}") for name, node in (cfg or {}).items() if node is not None]
+    """The configured callbacks; two that a checkpoint could not tell apart are refused naming both keys."""
+    built = {name: build(node, f"callbacks.{name}") for name, node in (cfg or {}).items() if node is not None}
+    check_callback_state_keys(built)
+    return list(built.values())
+
+
+def check_callback_state_keys(callbacks: Mapping[str, L.Callback]) -> None:
+    """Refuse two stateful callbacks with one ``state_key``, as Lightning's Trainer does, but naming the
+    config keys (e.g. ``callbacks.model_checkpoint.monitor=step`` beside ``callbacks.last_checkpoint``)."""
+    seen: dict[str, str] = {}
+    for name, callback in callbacks.items():
+        if type(callback).state_dict is L.Callback.state_dict:  # no state: Lightning does not check it
+            continue
+        key = callback.state_key
+        if key in seen:
+            hint = (
+                " (to keep the last weights as best.ckpt: callbacks.model_checkpoint.monitor=null)"
+                if isinstance(callback, L.pytorch.callbacks.ModelCheckpoint)
+                else ""
+            )
+            raise ConfigError(
+                f"callbacks.{seen[key]} and callbacks.{name} are the same {type(callback).__name__} "
+                f"({key}), which a checkpoint cannot hold twice: change the settings of one or set it to "
+                f"null{hint}"
+            )
+        seen[key] = name
 
 
 def build_loggers(cfg: DictConfig | None) -> list[Any]:
