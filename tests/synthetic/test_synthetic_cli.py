@@ -248,3 +248,9 @@ def test_training_by_sampling_matches_rows_to_conditions_and_lifts_rare_categori
     assert rare.float().mean().item() == pytest.approx(0.258, abs=0.03)
     again_rows, _ = dataset.__getitems__(list(range(2000)))
     assert torch.equal(rows, again_rows)  # seeded by the batch's indices
+
+
+def test_a_run_that_keeps_the_last_weights_says_so(gan_run: Path) -> None:
+    # churn_ctgan: model_checkpoint.monitor=null, so best.ckpt is the last epoch's, and the title says so
+    log = (gan_run / "train.log").read_text()
+    assert "test metrics (last checkpoint)" in log and "(best checkpoint)" not in log

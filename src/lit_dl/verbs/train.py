@@ -119,12 +119,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     if trainer.is_global_zero:
         write_run_outputs(output_dir, cfg, metrics)
+        # model_checkpoint.monitor=null keeps the latest epoch as best.ckpt (churn_ctgan, adult_ctgan)
+        kept = "best" if checkpoint is not None and checkpoint.monitor else "last"
+        tested = f"test metrics ({kept} checkpoint)" if best else "test metrics (last weights)"
         test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
         print_metrics(
             test_metrics or metrics,
-            ("test metrics (best checkpoint)" if best else "test metrics (last weights)")
-            if test_metrics
-            else "metrics",
+            tested if test_metrics else "metrics",
         )
         summary = model.summarize(metrics)
         if summary:
