@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
             name = model if "," not in args.seeds else f"{model} seed {seed}"
             jobs[name] = (model, seed, mine)
 
-    # Three 2-thread runs on 2 cores took 55 s an Adult CTGAN epoch each; three 1-thread runs, 7 s.
+    # Three 2-thread runs on 2 cores took 36 s an Adult CTGAN epoch each (one run alone: 2.7 s); three
+    # 1-thread runs, 7-10 s.
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
 
     def one(name: str) -> dict:
