@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 LIT_DL = [sys.executable, "-m", "lit_dl.cli"]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("lit-dl")
@@ -176,3 +177,33 @@ def test_tabular_gan_trains_under_ddp_cpu(tmp_path: Path) -> None:
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test/fidelity" in metrics and 0 < metrics["test/fidelity"] <= 1, metrics
+
+
+def test_vae_anomaly_scores_under_ddp_cpu(tmp_path: Path) -> None:
+    # The background counts and reference images of the corrected anomaly score are taken per process in
+    # the first epoch; the counts are summed and rank 0's references sent to every process after it.
+    run_dir = tmp_path / "vae"
+    run(
+        [
+            *LIT_DL,
+            "train",
+            "experiment=digits_vae",
+            "data.exclude_classes=[1]",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=2",
+            "+trainer.limit_train_batches=3",
+            "+trainer.limit_val_batches=2",
+            "model.nll_samples=4",
+            "callbacks.samples=null",
+            *QUIET,
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/anomaly_auroc_corrected"] <= 1, metrics
+    assert 0 <= metrics["test/complexity_weight"] <= 1, metrics
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    state = checkpoint["state_dict"]
+    batch = 64  # data=digits' batch size; 8x8 images
+    assert int(state["reference_count"]) == 3 * batch  # rank 0's three batches of the first epoch
+    assert state["background.stats"][..., 0].sum().item() == 2 * 3 * batch * 64  # both processes' pixels

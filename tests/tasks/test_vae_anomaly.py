@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_dl.data.spec import DataSpec
+from lit_dl.errors import ConfigError
 from lit_dl.nets.generative import LocalPixelModel
 from lit_dl.tasks import VAETask
 
@@ -30,13 +31,20 @@ def image_spec(size: int = 4, anomaly_classes: list[int] | None = None) -> DataS
     )
 
 
-def tiny_vae(anomaly_classes: list[int] | None = None, nll_samples: int = 0) -> VAETask:
+def tiny_vae(
+    anomaly_classes: list[int] | None = None,
+    nll_samples: int = 0,
+    reference_images: int = 0,
+    likelihood: str = "bernoulli",
+) -> VAETask:
     return VAETask(
         encoder={"_target_": "lit_dl.nets.MLPEncoder", "hidden_sizes": []},
         decoder={"_target_": "lit_dl.nets.MLPDecoder", "hidden_sizes": []},
         optimizer=ADAM,
         latent_dim=2,
+        likelihood=likelihood,
         nll_samples=nll_samples,
+        reference_images=reference_images,
         data=image_spec(anomaly_classes=anomaly_classes),
     )
 
@@ -116,7 +124,8 @@ def test_simple_anomalies_rank_low_raw_and_high_corrected() -> None:
 
 
 def test_weight_is_the_validation_slope_of_the_likelihood_on_the_complexity() -> None:
-    # Stand-in ELBO = 3 + 0.4 * background cost (+ a trainable zero): the fitted weight is 0.4.
+    # Stand-in ELBO = 3 + 0.4 * background cost (+ a trainable zero): the fitted weight is 0.4
+    # (reference_images=0: the weight is fitted on the ELBO).
     torch.manual_seed(0)
     vae = tiny_vae()
 
@@ -129,7 +138,7 @@ def test_weight_is_the_validation_slope_of_the_likelihood_on_the_complexity() ->
     images = (torch.rand(64, 1, 4, 4) < torch.rand(64, 1, 1, 1)).float()  # images of varied ink
     loader = DataLoader(TensorDataset(images), batch_size=16)
     quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
-    trainer = L.Trainer(max_epochs=2, num_sanity_val_steps=0, **quiet)
+    trainer = L.Trainer(max_epochs=2, num_sanity_val_steps=0, enable_checkpointing=False, **quiet)
     trainer.fit(vae, loader, loader)
     assert vae.background.fitted
     assert vae.complexity_weight.item() == pytest.approx(0.4, abs=1e-4)
@@ -175,3 +184,108 @@ def test_predict_writes_both_scores_and_older_weights_load_without_the_backgroun
     again = tiny_vae(nll_samples=5)
     again.load_state_dict(vae.state_dict())
     assert again.background.fitted and again.complexity_weight.item() == 0.5
+
+
+# ------------------------------------------------------------ reference codes (the empirical prior)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_reference_nll_is_the_likelihood_under_the_reference_codes(likelihood: str) -> None:
+    # -log (1/N sum_j p(x | z_j)), each p(x | z_j) from the task's own log_likelihood, one pair at a time.
+    torch.manual_seed(0)
+    vae = tiny_vae(reference_images=5, likelihood=likelihood)
+    if vae.log_scale is not None:
+        vae.log_scale.data.fill_(-0.7)
+    codes = torch.randn(5, 2)
+    vae.reference_codes.copy_(codes)
+    vae.reference_count.fill_(3)  # only the first three are references
+    vae._references = None
+    images = torch.rand(4, 1, 4, 4)
+    if likelihood == "bernoulli":
+        images = (images < 0.5).float()
+    with torch.no_grad():
+        pairs = torch.tensor(
+            [[vae.log_likelihood(vae.decoder(z[None]), x[None]).item() for z in codes[:3]] for x in images]
+        )
+        expected = -(torch.logsumexp(pairs, dim=1) - math.log(3))
+        assert torch.allclose(vae.reference_nll(images, chunk=2), expected, atol=1e-4)
+
+
+def test_references_are_the_first_epoch_images_and_checkpoints_hold_their_codes(tmp_path) -> None:
+    torch.manual_seed(0)
+    vae = tiny_vae(reference_images=20)
+    images = (torch.rand(64, 1, 4, 4) < torch.rand(64, 1, 1, 1)).float()
+    train = DataLoader(TensorDataset(images), batch_size=16, shuffle=True)
+    val = DataLoader(TensorDataset(images[:32]), batch_size=16)
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    # Validation after the second epoch only: the third trains on past the codes it computed.
+    trainer = L.Trainer(
+        max_epochs=3, check_val_every_n_epoch=2, num_sanity_val_steps=0, default_root_dir=tmp_path, **quiet
+    )
+    validated = {}
+
+    class AtValidation(L.Callback):
+        def on_validation_epoch_end(self, trainer: L.Trainer, module: VAETask) -> None:
+            validated["codes"] = module.reference_codes.clone()
+            with torch.no_grad():
+                validated["score"] = module.reference_nll(images[:32]).double()
+                validated["cost"] = module.background.nll(images[:32]).double()
+
+    trainer.callbacks.append(AtValidation())
+    trainer.fit(vae, train, val)
+    kept = torch.cat(vae.reference_pixels)
+    assert kept.shape == (20, 1, 4, 4)  # 16 of the first batch, 4 of the second, and no more later
+    assert all(any(torch.equal(k, image) for image in images) for k in kept)  # training images as served
+    assert vae.references == 20
+    # The weight is the least-squares slope of the reference NLL on the background cost over validation.
+    score, cost = validated["score"], validated["cost"]
+    slope = ((cost - cost.mean()) * (score - score.mean())).sum() / (cost - cost.mean()).square().sum()
+    assert vae.complexity_weight.item() == pytest.approx(min(max(slope.item(), 0.0), 1.0), abs=1e-5)
+
+    # A checkpoint written after the third epoch holds the codes of its own weights, not the validation's.
+    path = tmp_path / "after.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=False)["state_dict"]
+    vae.eval()
+    with torch.no_grad():
+        expected = vae.encoder(kept)[0]
+    assert not torch.allclose(validated["codes"], expected, atol=1e-3)
+    assert torch.allclose(saved["reference_codes"], expected, atol=1e-6)
+    assert int(saved["reference_count"]) == 20
+    # A fresh model loads them and scores as the trained one does.
+    again = VAETask.load_from_checkpoint(path, data=image_spec())
+    again.eval()
+    with torch.no_grad():
+        assert torch.allclose(again.reference_nll(images), vae.reference_nll(images), atol=1e-5)
+        columns = again.prediction_columns(again.predict_step(images, 0))
+    assert set(columns) == {"negative_elbo", "anomaly_score_corrected"}
+
+
+def test_checkpoints_from_before_the_reference_codes_score_the_nll() -> None:
+    # The previous release's checkpoint: background and weight, no reference codes. It loads (strict),
+    # and its corrected score is nll - w * background (the weight it was fitted for), with importance samples.
+    torch.manual_seed(0)
+    images = (torch.rand(6, 1, 4, 4) < 0.4).float()
+    before = tiny_vae(nll_samples=5)
+    before.background.update(images)
+    before.complexity_weight.fill_(0.5)
+    state = {k: v for k, v in before.state_dict().items() if not k.startswith("reference")}
+    vae = tiny_vae(nll_samples=5, reference_images=1024)
+    vae.load_state_dict(state)
+    assert vae.references == 0 and vae.reference_codes.shape == (1024, 2)
+    vae.eval()
+    drawn = []
+
+    def importance_nll(x: torch.Tensor, samples: int) -> torch.Tensor:
+        drawn.append(samples)
+        return torch.full((len(x),), 30.0)
+
+    vae.importance_nll = importance_nll  # type: ignore[method-assign]
+    with torch.no_grad():
+        outputs = vae.predict_step(images, 0)
+        expected = 30.0 - 0.5 * vae.background.nll(images)
+    assert drawn == [5]
+    assert torch.allclose(outputs[:, 1], expected, atol=1e-5)
+
+
+def test_reference_images_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match=r"model\.reference_images"):
+        tiny_vae(reference_images=-1)

@@ -22,9 +22,12 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # The anomaly scores of the test images: negative ELBO, importance-sampled NLL, corrected score.
 ANOMALY_SCORES = ("elbo", "nll", "corrected")
 # Buffers added after release 0.1 (checkpoints without them load with these defaults: no background
-# model, so no corrected score, and a complexity weight of 1).
+# model, so no corrected score, and a complexity weight of 1; no reference codes, so the corrected score
+# is that of the importance-sampled NLL, with the weight the checkpoint was fitted for).
 BACKGROUND_STATS = "background.stats"
 COMPLEXITY_WEIGHT = "complexity_weight"
+REFERENCE_CODES = "reference_codes"
+REFERENCE_COUNT = "reference_count"
 
 
 class VAETask(ImageGenerativeTask):
@@ -40,15 +43,27 @@ class VAETask(ImageGenerativeTask):
 
     Likelihoods favour simple inputs (a held-out ``1`` has fewer edges than any trained digit and
     scores as more normal than they do), so the test also reports
-    ``test/anomaly_auroc_corrected``: the score ``nll - w * background_nll``, where the background
-    (:class:`~lit_dl.nets.generative.LocalPixelModel`, counted on the training images as they are
-    served) prices each pixel from its neighbours alone: its cost is the image's complexity (Serra
-    et al. 2020), and with ``w = 1`` the score is the likelihood ratio of Ren et al. (2019). ``w``
-    is the least-squares slope of the negative ELBO on the background's cost over the validation
-    images (clipped to [0, 1]), refitted at each validation of training and saved with the weights:
-    the share of the likelihood that complexity explains on normal images. ``nll`` is the
-    importance-sampled estimate (the negative ELBO when ``nll_samples=0``);
-    ``test/anomaly_auroc_nll`` is that estimate's own, uncorrected AUROC.
+    ``test/anomaly_auroc_corrected``: the score ``reference_nll - w * background_nll``.
+
+    * ``reference_nll`` is ``-log (1/N sum_j p(x | z_j))``: the image's likelihood under the decoder
+      with the prior replaced by the posterior means ``z_j`` of ``N = reference_images`` training
+      images (an empirical aggregate posterior). The standard normal prior also gives mass to the
+      space between the trained digits, where an image the model never saw is still decoded well;
+      the training codes do not.
+    * the background (:class:`~lit_dl.nets.generative.LocalPixelModel`, counted on the training
+      images as they are served) prices each pixel from its neighbours alone: its cost is the
+      image's complexity (Serra et al. 2020); with ``w = 1`` the score is the likelihood ratio of
+      Ren et al. (2019).
+    * ``w`` is the least-squares slope of the score on the background's cost over the validation
+      images (clipped to [0, 1]), refitted at each validation of training and saved with the
+      weights: the share of the likelihood that complexity explains on normal images.
+
+    The reference images are the first ``N`` served in the epoch that counts the background; their
+    codes are recomputed at every validation and checkpoint and saved (``N x latent_dim`` numbers),
+    the images are not. With ``reference_images=0`` (and in checkpoints from before the reference
+    codes) the corrected score is ``nll - w * background_nll``, ``nll`` the importance-sampled
+    estimate (the negative ELBO when ``nll_samples=0``) and ``w`` fitted on the negative ELBO.
+    ``test/anomaly_auroc_nll`` is the importance-sampled NLL's own, uncorrected AUROC.
 
     Args:
         encoder: ``_target_`` entry of a network ``x -> (mean, log_variance)`` (e.g. ConvEncoder).
@@ -61,6 +76,8 @@ class VAETask(ImageGenerativeTask):
         kl_warmup_epochs: the KL weight rises linearly from 0 to ``beta`` over these epochs
             (validation and test always report the true ELBO).
         nll_samples: importance samples per test image for ``test/nll`` (0: skip).
+        reference_images: training images whose codes make the corrected anomaly score's prior
+            (0: score the importance-sampled NLL instead).
         **kwargs: see :class:`~lit_dl.tasks.base.Task` (``data``, ``scheduler``, ``scheduler_monitor``).
     """
 
@@ -74,13 +91,15 @@ class VAETask(ImageGenerativeTask):
         beta: float = 1.0,
         kl_warmup_epochs: int = 0,
         nll_samples: int = 100,
+        reference_images: int = 1024,
         **kwargs: Any,
     ) -> None:
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
-        if beta < 0 or kl_warmup_epochs < 0 or nll_samples < 0 or latent_dim < 1:
+        if beta < 0 or kl_warmup_epochs < 0 or nll_samples < 0 or reference_images < 0 or latent_dim < 1:
             raise ConfigError(
-                "model.beta, model.kl_warmup_epochs and model.nll_samples must be >= 0, model.latent_dim >= 1"
+                "model.beta, model.kl_warmup_epochs, model.nll_samples and model.reference_images must be "
+                ">= 0, model.latent_dim >= 1"
             )
         super().__init__(optimizer=optimizer, **kwargs)
 
@@ -91,6 +110,13 @@ class VAETask(ImageGenerativeTask):
         # The complexity (background) model of the corrected anomaly score and its weight.
         self.background = LocalPixelModel(geometry["in_channels"], self.hparams.likelihood)
         self.register_buffer(COMPLEXITY_WEIGHT, torch.tensor(1.0))
+        # The reference codes of the corrected score (saved); the images they encode stay in memory only.
+        references = int(self.hparams.reference_images)
+        self.register_buffer(REFERENCE_CODES, torch.zeros(references, self.latent_dim))
+        self.register_buffer(REFERENCE_COUNT, torch.tensor(0))
+        self.reference_pixels: list[Tensor] = []  # filled in the background epoch
+        self.codes_step: int | None = None  # the global step the codes were computed at
+        self._references: int | None = 0  # reference_count without reading the device; None: look
         # Validation sums for the weight's least squares: n, sum b, sum s, sum b^2, sum b*s (float64, made
         # on the module's device each validation epoch; not a buffer, which bf16-true would cast).
         self.complexity_sums = torch.zeros(5, dtype=torch.float64)
@@ -119,6 +145,7 @@ class VAETask(ImageGenerativeTask):
         if isinstance(checkpoint.get("state_dict"), dict):
             _fill_missing_buffers(self, checkpoint["state_dict"], "")
         super().on_load_checkpoint(checkpoint)
+        self._references = None  # read from the loaded buffer when first needed
 
     # ------------------------------------------------------------ model
     def encode(self, x: Tensor) -> Normal:
@@ -172,9 +199,61 @@ class VAETask(ImageGenerativeTask):
             log_weights.append(log_px_z + prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1))
         return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(samples))
 
+    @property
+    def references(self) -> int:
+        """How many reference codes the corrected score uses (0: it scores the NLL instead)."""
+        if self._references is None:
+            self._references = int(self.reference_count)
+        return self._references
+
+    @torch.no_grad()
+    def reference_nll(self, x: Tensor, chunk: int = 256) -> Tensor:
+        """``-log (1/N sum_j p(x | z_j))`` per image ``(B,)`` over the ``N`` reference codes, nats."""
+        codes = self.reference_codes[: self.references]
+        pixels = x.flatten(1).float()
+        log_px = []
+        for start in range(0, len(codes), chunk):
+            params = self.decoder(codes[start : start + chunk]).float().flatten(1)  # (n, D)
+            if self.hparams.likelihood == "bernoulli":
+                # log p(x|z) of binary cross-entropy with logits is linear in x: two products give all pairs
+                log_px.append(pixels @ F.logsigmoid(params).T + (1 - pixels) @ F.logsigmoid(-params).T)
+            else:
+                assert self.log_scale is not None
+                scale = self.log_scale.float().exp().repeat_interleave(pixels.shape[1] // len(self.log_scale))
+                distance = torch.cdist(pixels / scale, params / scale).square()  # (B, n)
+                constant = scale.log().sum() + 0.5 * pixels.shape[1] * math.log(2 * math.pi)
+                log_px.append(-0.5 * distance - constant)
+        return -(torch.logsumexp(torch.cat(log_px, dim=1), dim=1) - math.log(len(codes)))
+
+    def collect_references(self, x: Tensor) -> None:
+        """Keep training images until there are ``reference_images`` (the background epoch's first)."""
+        wanted = int(self.hparams.reference_images) - sum(len(p) for p in self.reference_pixels)
+        if wanted > 0:
+            self.reference_pixels.append(x[:wanted].detach().clone())
+
+    @torch.no_grad()
+    def refresh_reference_codes(self) -> None:
+        """Encode the reference images with the current weights into ``reference_codes`` (eval mode)."""
+        if not self.reference_pixels or self.codes_step == self.global_step:
+            return
+        training = self.training
+        self.eval()
+        images = torch.cat(self.reference_pixels)
+        codes = torch.cat([self.encoder(images[i : i + 256])[0] for i in range(0, len(images), 256)])
+        self.reference_codes[: len(codes)] = codes.to(self.reference_codes.dtype)
+        self.reference_count.fill_(len(codes))
+        self._references, self.codes_step = len(codes), self.global_step
+        self.train(training)
+
+    def anomaly_score(self, x: Tensor, nll: Tensor) -> Tensor:
+        """The score the complexity weight is fitted for: the reference NLL, or ``nll`` without codes."""
+        return self.reference_nll(x) if self.references else nll
+
     def corrected_score(self, x: Tensor, nll: Tensor) -> Tensor:
-        """The complexity-corrected anomaly score ``nll - w * background_nll`` per image ``(B,)``, nats."""
-        return nll.float() - self.complexity_weight.float() * self.background.nll(x).to(nll.device)
+        """The complexity-corrected anomaly score ``score - w * background_nll`` per image ``(B,)``, nats
+        (``score``: the reference NLL, or ``nll`` without reference codes)."""
+        score = self.anomaly_score(x, nll).float()
+        return score - self.complexity_weight.float() * self.background.nll(x).to(score.device)
 
     def kl_weight(self) -> float:
         """The KL weight of the training loss: rises step by step to ``beta`` over the warm-up epochs."""
@@ -197,10 +276,12 @@ class VAETask(ImageGenerativeTask):
 
     def on_train_start(self) -> None:
         self.background_epoch = self.current_epoch  # the background counts this run's first epoch
+        self.reference_pixels, self.codes_step = [], None  # and the references are taken from it
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         if self.current_epoch == getattr(self, "background_epoch", self.current_epoch):
             self.background.update(batch[0])  # the training images as served (0/1 draws, augmented)
+            self.collect_references(batch[0])
         return self.shared_step(batch, "train")[0]
 
     def on_train_epoch_end(self) -> None:
@@ -209,6 +290,11 @@ class VAETask(ImageGenerativeTask):
         counted = self.current_epoch == getattr(self, "background_epoch", None)
         if counted and trainer is not None and trainer.world_size > 1:  # every process counted its shard
             self.background.stats.copy_(trainer.strategy.reduce(self.background.stats, reduce_op="sum"))
+            # Every process scores with rank 0's references (the ones its checkpoints hold).
+            pixels = torch.cat(self.reference_pixels).cpu() if self.reference_pixels else None
+            pixels = trainer.strategy.broadcast(pixels, src=0)  # (pickled: sent from the CPU)
+            self.reference_pixels = [] if pixels is None else [pixels.to(self.device)]
+            self.codes_step = None
 
     def fitting_weight(self) -> bool:
         """Whether this validation fits the complexity weight: during training only. A later
@@ -221,11 +307,23 @@ class VAETask(ImageGenerativeTask):
 
     def on_validation_epoch_start(self) -> None:
         self.complexity_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        if self.fitting_weight():
+            self.refresh_reference_codes()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The saved reference codes are those of the saved weights (a checkpoint between validations)."""
+        super().on_save_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict")
+        if self.reference_pixels and self.codes_step != self.global_step and isinstance(state, dict):
+            self.refresh_reference_codes()
+            for key in (REFERENCE_CODES, REFERENCE_COUNT):
+                if key in state:
+                    state[key] = self.get_buffer(key).detach().clone().to(state[key].device)
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         _, nelbo = self.shared_step(batch, "val")
         if self.fitting_weight():
-            b, score = self.background.nll(batch[0]).double(), nelbo.double()
+            b, score = self.background.nll(batch[0]).double(), self.anomaly_score(batch[0], nelbo).double()
             self.complexity_sums += torch.stack(
                 [torch.ones_like(b).sum(), b.sum(), score.sum(), (b * b).sum(), (b * score).sum()]
             )
@@ -277,13 +375,16 @@ class VAETask(ImageGenerativeTask):
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """``lit-dl predict``: per image ``(B, 1)`` the negative ELBO (nats), and with a fitted
-        background model ``(B, 2)``: the corrected anomaly score beside it."""
+        background model ``(B, 2)``: the corrected anomaly score beside it (importance samples only
+        for a checkpoint without reference codes)."""
         x = batch[0] if isinstance(batch, tuple | list) else batch
         recon, kl = self.elbo_terms(x)
         nelbo = recon + kl
         if not self.background.fitted:  # no corrected score: skip its importance samples too
             return nelbo.float().unsqueeze(-1)
-        nll = self.importance_nll(x, self.hparams.nll_samples) if self.hparams.nll_samples else nelbo
+        nll = nelbo
+        if self.hparams.nll_samples and not self.references:
+            nll = self.importance_nll(x, self.hparams.nll_samples)
         return torch.stack([nelbo.float(), self.corrected_score(x, nll)], dim=-1)
 
     def prediction_columns(self, outputs: Tensor) -> dict[str, Any]:
@@ -329,8 +430,10 @@ class VAETask(ImageGenerativeTask):
 
 def _fill_missing_buffers(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """Load-state-dict pre-hook: weights saved before the background model existed get an empty one."""
-    for key in (BACKGROUND_STATS, COMPLEXITY_WEIGHT):
+    for key in (BACKGROUND_STATS, COMPLEXITY_WEIGHT, REFERENCE_CODES, REFERENCE_COUNT):
         if prefix + key not in state_dict:
             state_dict[prefix + key] = module.get_buffer(key).detach().clone().zero_()
             if key == COMPLEXITY_WEIGHT:
                 state_dict[prefix + key].fill_(1.0)
+    if isinstance(module, VAETask):
+        module._references = None  # read from the loaded buffer when first needed
