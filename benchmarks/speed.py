@@ -72,6 +72,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lit_dl.callbacks.throughput import StepStats
 from lit_dl.cli import CONFIG_DIR
+from lit_dl.compat import skip_repeated_cuda_probe
 from lit_dl.data.batching import TensorBatchDataset
 from lit_dl.data.images import InMemoryImageDataset
 from lit_dl.data.sequences import PaddedSequenceDataset
@@ -961,6 +962,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # lit_dl's train does this before its first step; done here, every loop steps alike from the first round.
+    skip_repeated_cuda_probe()
     device = (
         torch.cuda.get_device_name() if args.accelerator == "gpu" else f"{torch.get_num_threads()} threads"
     )

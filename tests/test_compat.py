@@ -3,9 +3,11 @@ the private API a shim wraps, so an upgrade breaks here and by name."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -116,3 +118,35 @@ def test_skipped_noop_batch_hooks_are_not_called_and_overridden_ones_are() -> No
     assert not any("Counting.on_before_backward" in name for name in profiled)
     assert any("Counting.on_train_batch_end" in name for name in profiled)
     assert not any("BoringModel.on_after_backward" in name for name in profiled)
+
+
+@pytest.mark.skipif(not torch.backends.cuda.is_built(), reason="a CPU build of torch never probes NVML")
+def test_skip_repeated_cuda_probe_stops_adam_counting_gpus_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = []
+    device_count = torch.cuda.device_count
+
+    def counting() -> int:
+        counted.append(1)
+        return device_count()
+
+    monkeypatch.setattr(torch.cuda, "device_count", counting)
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([weight])
+    weight.grad = torch.ones(3)
+
+    # With a GPU in sight the variable stays as Lightning set it.
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    with monkeypatch.context() as gpu:
+        gpu.setattr(torch.cuda, "device_count", lambda: 1)
+        assert not compat.skip_repeated_cuda_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+    if device_count() > 0:
+        return  # (on a GPU machine the rest does not apply)
+    counted.clear()
+    optimizer.step()
+    assert counted, "torch's Adam no longer asks for the GPU count each step: drop skip_repeated_cuda_probe"
+    assert compat.skip_repeated_cuda_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+    counted.clear()
+    optimizer.step()
+    assert not counted and not torch.cuda.is_available()

@@ -25,7 +25,7 @@ from lit_dl.callbacks.checkpoint_io import remove_partial_files
 from lit_dl.callbacks.run_limits import StopAtMaxSteps
 from lit_dl.callbacks.run_state import RunState
 from lit_dl.checkpoints import CheckpointMetadata
-from lit_dl.compat import skip_noop_batch_hooks
+from lit_dl.compat import skip_noop_batch_hooks, skip_repeated_cuda_probe
 from lit_dl.distributed import check_launch, launch_rank
 from lit_dl.errors import ConfigError
 from lit_dl.loggers import finish_loggers, log_run_config, logger_entries
@@ -87,6 +87,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         plugins["enable_model_summary"] = False
     if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
         plugins["enable_progress_bar"] = False
+    skip_repeated_cuda_probe()  # without a GPU, every optimiser step would look for one (compat)
     trainer: L.Trainer = build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
     )
