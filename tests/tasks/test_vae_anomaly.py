@@ -289,3 +289,26 @@ def test_checkpoints_from_before_the_reference_codes_score_the_nll() -> None:
 def test_reference_images_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match=r"model\.reference_images"):
         tiny_vae(reference_images=-1)
+
+
+def test_reference_codes_are_decoded_once_until_the_codes_or_weights_change() -> None:
+    torch.manual_seed(0)
+    vae = tiny_vae(reference_images=4)
+    vae.reference_codes.copy_(torch.randn(4, 2))
+    vae.reference_count.fill_(4)
+    vae._references = None
+    vae.eval()
+    decoded = []
+    vae.decoder.register_forward_hook(lambda module, args, output: decoded.append(len(args[0])))
+    images = (torch.rand(8, 1, 4, 4) < 0.5).float()
+    first = vae.reference_nll(images)
+    assert torch.equal(vae.reference_nll(images[:3]), first[:3]) and decoded == [4]  # one decode for both
+    optimizer = torch.optim.SGD(vae.decoder.parameters(), lr=0.1)
+    vae.decoder(torch.randn(5, 2)).sum().backward()
+    optimizer.step()  # new weights: decoded again, and the score moves
+    decoded.clear()
+    assert not torch.allclose(vae.reference_nll(images), first) and decoded == [4]
+    vae.reference_codes.mul_(2)  # new codes
+    decoded.clear()
+    vae.reference_nll(images)
+    assert decoded == [4]

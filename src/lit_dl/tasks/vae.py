@@ -117,6 +117,7 @@ class VAETask(ImageGenerativeTask):
         self.reference_pixels: list[Tensor] = []  # filled in the background epoch
         self.codes_step: int | None = None  # the global step the codes were computed at
         self._references: int | None = 0  # reference_count without reading the device; None: look
+        self._reference_params: tuple[Any, list[Tensor]] | None = None  # decoded codes (reference_params)
         # Validation sums for the weight's least squares: n, sum b, sum s, sum b^2, sum b*s (float64, made
         # on the module's device each validation epoch; not a buffer, which bf16-true would cast).
         self.complexity_sums = torch.zeros(5, dtype=torch.float64)
@@ -209,11 +210,9 @@ class VAETask(ImageGenerativeTask):
     @torch.no_grad()
     def reference_nll(self, x: Tensor, chunk: int = 256) -> Tensor:
         """``-log (1/N sum_j p(x | z_j))`` per image ``(B,)`` over the ``N`` reference codes, nats."""
-        codes = self.reference_codes[: self.references]
         pixels = x.flatten(1).float()
         log_px = []
-        for start in range(0, len(codes), chunk):
-            params = self.decoder(codes[start : start + chunk]).float().flatten(1)  # (n, D)
+        for params in self.reference_params(chunk):  # (n, D) each
             if self.hparams.likelihood == "bernoulli":
                 # log p(x|z) of binary cross-entropy with logits is linear in x: two products give all pairs
                 log_px.append(pixels @ F.logsigmoid(params).T + (1 - pixels) @ F.logsigmoid(-params).T)
@@ -223,7 +222,28 @@ class VAETask(ImageGenerativeTask):
                 distance = torch.cdist(pixels / scale, params / scale).square()  # (B, n)
                 constant = scale.log().sum() + 0.5 * pixels.shape[1] * math.log(2 * math.pi)
                 log_px.append(-0.5 * distance - constant)
-        return -(torch.logsumexp(torch.cat(log_px, dim=1), dim=1) - math.log(len(codes)))
+        return -(torch.logsumexp(torch.cat(log_px, dim=1), dim=1) - math.log(self.references))
+
+    @torch.no_grad()
+    def reference_params(self, chunk: int = 256) -> list[Tensor]:
+        """The decoder's flattened likelihood parameters of the reference codes, in chunks of ``chunk``.
+
+        Kept until the codes or the decoder's weights change (a tensor's version counter moves on every
+        in-place update, an optimiser step and ``load_state_dict`` included; a move or cast makes new
+        tensors), or the decoder's mode: an evaluation decodes them once, not once per batch.
+        """
+        codes = self.reference_codes
+        weights = tuple((p._version, p.data_ptr()) for p in self.decoder.parameters())
+        state = (codes._version, codes.data_ptr(), codes.dtype, self.decoder.training)
+        key = (self.references, chunk, state, weights)
+        if self._reference_params is None or self._reference_params[0] != key:
+            codes = codes[: self.references]
+            params = [
+                self.decoder(codes[start : start + chunk]).float().flatten(1)
+                for start in range(0, len(codes), chunk)
+            ]
+            self._reference_params = (key, params)
+        return self._reference_params[1]
 
     def collect_references(self, x: Tensor) -> None:
         """Keep training images until there are ``reference_images`` (the background epoch's first)."""
