@@ -100,3 +100,16 @@ def test_two_checkpoint_callbacks_a_checkpoint_cannot_tell_apart_are_refused_by_
         ConfigError, match=r"callbacks\.model_checkpoint and callbacks\.last_checkpoint .*monitor=null"
     ):
         build_callbacks(clash.callbacks)
+
+
+def test_callbacks_none_with_an_experiment_that_tunes_its_callbacks_builds_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # experiment=digits_vae sets model_checkpoint.monitor and early_stopping.patience; callbacks=none has
+    # neither callback, so only those settings are left (no _target_): nothing to build, and it says so.
+    from lit_dl.verbs.common import build_callbacks
+
+    cfg = compose_train(["experiment=digits_vae", "callbacks=none"], tmp_path)
+    with caplog.at_level("WARNING"):
+        assert build_callbacks(cfg.callbacks) == []
+    assert "callbacks.model_checkpoint has settings (monitor, mode) but no _target_" in caplog.text

@@ -142,8 +142,24 @@ def build_task(model_cfg: DictConfig, datamodule: DataSource) -> Task:
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
-    """The configured callbacks; two that a checkpoint could not tell apart are refused naming both keys."""
-    built = {name: build(node, f"callbacks.{name}") for name, node in (cfg or {}).items() if node is not None}
+    """The configured callbacks; two that a checkpoint could not tell apart are refused naming both keys.
+
+    An entry with settings but no ``_target_`` is what an experiment's tweaks of a callback leave when
+    the chosen group does not have it (``experiment=digits_vae callbacks=none``): skipped with a warning.
+    """
+    built = {}
+    for name, node in (cfg or {}).items():
+        if node is None:
+            continue
+        if isinstance(node, Mapping | DictConfig) and "_target_" not in node:
+            log.warning(
+                "callbacks.%s has settings (%s) but no _target_: the callbacks group in use does not "
+                "define it, so it is left out",
+                name,
+                ", ".join(map(str, node)),
+            )
+            continue
+        built[name] = build(node, f"callbacks.{name}")
     check_callback_state_keys(built)
     return list(built.values())
 
