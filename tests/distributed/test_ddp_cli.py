@@ -181,7 +181,9 @@ def test_tabular_gan_trains_under_ddp_cpu(tmp_path: Path) -> None:
 
 def test_vae_anomaly_scores_under_ddp_cpu(tmp_path: Path) -> None:
     # The background counts and reference images of the corrected anomaly score are taken per process in
-    # the first epoch; the counts are summed and rank 0's references sent to every process after it.
+    # the first epoch, outside the buffers DDP copies from rank 0 at every forward; at the first validation
+    # the counts are summed over the processes and rank 0's references sent to every process (collectives:
+    # a process left out would hang the run). What a checkpoint can show of it is checked here.
     run_dir = tmp_path / "vae"
     run(
         [

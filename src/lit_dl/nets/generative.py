@@ -296,18 +296,27 @@ class LocalPixelModel(nn.Module):
         return torch.cat([near, torch.ones_like(near[..., :1]), x.unsqueeze(-1)], dim=-1)  # (B, C, H, W, 6)
 
     @torch.no_grad()
-    def update(self, x: Tensor) -> None:
-        """Count images ``(B, C, H, W)`` (pixels in [0, 1]; binary ones for ``bernoulli``)."""
+    def update(self, x: Tensor, out: Tensor | None = None) -> None:
+        """Count images ``(B, C, H, W)`` (pixels in [0, 1]; binary ones for ``bernoulli``), or add their
+        counts to ``out`` (zeros shaped like :attr:`stats`, for :meth:`add` later) instead."""
         x = x.detach().to(torch.float64)
-        self._fitted = True
+        stats = self.stats if out is None else out
+        if out is None:
+            self._fitted = True
         if self.likelihood == "bernoulli":
             contexts = self._contexts(x).transpose(0, 1).flatten(1)  # (C, B*H*W)
             ones = (x > 0.5).to(torch.float64).transpose(0, 1).flatten(1)
-            self.stats[..., 0].scatter_add_(1, contexts, torch.ones_like(ones))
-            self.stats[..., 1].scatter_add_(1, contexts, ones)
+            stats[..., 0].scatter_add_(1, contexts, torch.ones_like(ones))
+            stats[..., 1].scatter_add_(1, contexts, ones)
         else:
             features = self._features(x).transpose(0, 1).flatten(1, 3)  # (C, B*H*W, 6)
-            self.stats += features.transpose(1, 2) @ features
+            stats += features.transpose(1, 2) @ features
+
+    @torch.no_grad()
+    def add(self, counts: Tensor) -> None:
+        """Add counts gathered with ``update(x, out=counts)`` (summed over processes, say)."""
+        self.stats += counts.to(self.stats)
+        self._fitted = True
 
     def nll(self, x: Tensor) -> Tensor:
         """``-log p(x)`` per image ``(B,)`` in nats (a density per pixel for ``gaussian``)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.distributions import Normal
@@ -115,6 +116,10 @@ class VAETask(ImageGenerativeTask):
         self.register_buffer(REFERENCE_CODES, torch.zeros(references, self.latent_dim))
         self.register_buffer(REFERENCE_COUNT, torch.tensor(0))
         self.reference_pixels: list[Tensor] = []  # filled in the background epoch
+        # The background epoch's counts, added to the background's buffer at its first validation (or
+        # its end): DDP copies rank 0's buffers over the others' at every forward, so each process counts
+        # its shard apart, and the sums of all processes are added at once.
+        self.pending_counts: Tensor | None = None
         self.codes_step: int | None = None  # the global step the codes were computed at
         self._references: int | None = 0  # reference_count without reading the device; None: look
         self._reference_params: tuple[Any, list[Tensor]] | None = None  # decoded codes (reference_params)
@@ -210,7 +215,12 @@ class VAETask(ImageGenerativeTask):
     @torch.no_grad()
     def reference_nll(self, x: Tensor, chunk: int = 256) -> Tensor:
         """``-log (1/N sum_j p(x | z_j))`` per image ``(B,)`` over the ``N`` reference codes, nats."""
-        pixels = x.flatten(1).float()
+        # Out of autocast: an image's log-likelihood under one code is hundreds of nats for 28x28 pixels,
+        # beyond what 16-bit floats resolve to a nat (binary cross-entropy stays float32 under autocast).
+        with torch.autocast(x.device.type, enabled=False):
+            return self._reference_nll(x.flatten(1).float(), chunk)
+
+    def _reference_nll(self, pixels: Tensor, chunk: int) -> Tensor:
         log_px = []
         for params in self.reference_params(chunk):  # (n, D) each
             if self.hparams.likelihood == "bernoulli":
@@ -233,15 +243,17 @@ class VAETask(ImageGenerativeTask):
         tensors), or the decoder's mode: an evaluation decodes them once, not once per batch.
         """
         codes = self.reference_codes
-        weights = tuple((p._version, p.data_ptr()) for p in self.decoder.parameters())
+        tensors = (*self.decoder.parameters(), *self.decoder.buffers())
+        weights = tuple((t._version, t.data_ptr()) for t in tensors)
         state = (codes._version, codes.data_ptr(), codes.dtype, self.decoder.training)
         key = (self.references, chunk, state, weights)
         if self._reference_params is None or self._reference_params[0] != key:
             codes = codes[: self.references]
-            params = [
-                self.decoder(codes[start : start + chunk]).float().flatten(1)
-                for start in range(0, len(codes), chunk)
-            ]
+            with torch.autocast(codes.device.type, enabled=False):
+                params = [
+                    self.decoder(codes[start : start + chunk]).float().flatten(1)
+                    for start in range(0, len(codes), chunk)
+                ]
             self._reference_params = (key, params)
         return self._reference_params[1]
 
@@ -256,14 +268,16 @@ class VAETask(ImageGenerativeTask):
         """Encode the reference images with the current weights into ``reference_codes`` (eval mode)."""
         if not self.reference_pixels or self.codes_step == self.global_step:
             return
-        training = self.training
-        self.eval()
-        images = torch.cat(self.reference_pixels)
-        codes = torch.cat([self.encoder(images[i : i + 256])[0] for i in range(0, len(images), 256)])
+        training = self.encoder.training
+        self.encoder.eval()
+        try:
+            images = torch.cat(self.reference_pixels).to(self.device)
+            codes = torch.cat([self.encoder(images[i : i + 256])[0] for i in range(0, len(images), 256)])
+        finally:
+            self.encoder.train(training)
         self.reference_codes[: len(codes)] = codes.to(self.reference_codes.dtype)
         self.reference_count.fill_(len(codes))
         self._references, self.codes_step = len(codes), self.global_step
-        self.train(training)
 
     def anomaly_score(self, x: Tensor, nll: Tensor) -> Tensor:
         """The score the complexity weight is fitted for: the reference NLL, or ``nll`` without codes."""
@@ -297,24 +311,35 @@ class VAETask(ImageGenerativeTask):
     def on_train_start(self) -> None:
         self.background_epoch = self.current_epoch  # the background counts this run's first epoch
         self.reference_pixels, self.codes_step = [], None  # and the references are taken from it
+        self.pending_counts = None
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         if self.current_epoch == getattr(self, "background_epoch", self.current_epoch):
-            self.background.update(batch[0])  # the training images as served (0/1 draws, augmented)
+            # the training images as served (0/1 draws, augmented)
+            if self.pending_counts is None:
+                self.pending_counts = torch.zeros_like(self.background.stats)
+            self.background.update(batch[0], out=self.pending_counts)
             self.collect_references(batch[0])
         return self.shared_step(batch, "train")[0]
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
+        self.add_background_counts()  # (an epoch without validation)
+
+    def add_background_counts(self) -> None:
+        """Add the background epoch's counts, summed over the processes, to the background model, and
+        give every process rank 0's reference images (the ones its checkpoints hold the codes of)."""
+        if self.pending_counts is None:
+            return
+        counts, self.pending_counts = self.pending_counts, None
         trainer = trainer_or_none(self)
-        counted = self.current_epoch == getattr(self, "background_epoch", None)
-        if counted and trainer is not None and trainer.world_size > 1:  # every process counted its shard
-            self.background.stats.copy_(trainer.strategy.reduce(self.background.stats, reduce_op="sum"))
-            # Every process scores with rank 0's references (the ones its checkpoints hold).
+        if trainer is not None and trainer.world_size > 1:  # every process counted its shard
+            counts = trainer.strategy.reduce(counts, reduce_op="sum")
             pixels = torch.cat(self.reference_pixels).cpu() if self.reference_pixels else None
             pixels = trainer.strategy.broadcast(pixels, src=0)  # (pickled: sent from the CPU)
             self.reference_pixels = [] if pixels is None else [pixels.to(self.device)]
             self.codes_step = None
+        self.background.add(counts)
 
     def fitting_weight(self) -> bool:
         """Whether this validation fits the complexity weight: during training only. A later
@@ -327,13 +352,17 @@ class VAETask(ImageGenerativeTask):
 
     def on_validation_epoch_start(self) -> None:
         self.complexity_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
-        if self.fitting_weight():
-            self.refresh_reference_codes()
+        trainer = trainer_or_none(self)
+        if trainer is None or not trainer.sanity_checking:
+            self.add_background_counts()  # (the first validation of the background epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The saved reference codes are those of the saved weights (a checkpoint between validations)."""
         super().on_save_checkpoint(checkpoint)
         state = checkpoint.get("state_dict")
+        trainer = trainer_or_none(self)
+        if trainer is not None and isinstance(trainer.strategy, FSDPStrategy | DeepSpeedStrategy):
+            return  # sharded weights outside a forward: the codes stay those of the last validation
         if self.reference_pixels and self.codes_step != self.global_step and isinstance(state, dict):
             self.refresh_reference_codes()
             for key in (REFERENCE_CODES, REFERENCE_COUNT):
@@ -343,6 +372,8 @@ class VAETask(ImageGenerativeTask):
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         _, nelbo = self.shared_step(batch, "val")
         if self.fitting_weight():
+            # In a step, not an epoch hook: under FSDP the encoder's weights are whole only in a forward.
+            self.refresh_reference_codes()
             b, score = self.background.nll(batch[0]).double(), self.anomaly_score(batch[0], nelbo).double()
             self.complexity_sums += torch.stack(
                 [torch.ones_like(b).sum(), b.sum(), score.sum(), (b * b).sum(), (b * score).sum()]
