@@ -312,3 +312,20 @@ def test_reference_codes_are_decoded_once_until_the_codes_or_weights_change() ->
     decoded.clear()
     vae.reference_nll(images)
     assert decoded == [4]
+
+
+def test_reference_nll_is_computed_in_float32_under_autocast() -> None:
+    # bf16-mixed / 16-mixed evaluate inside autocast; a 16-bit product of hundreds of nats would be off
+    # by whole nats, so the score leaves autocast (and the cached decoding is the float32 one).
+    torch.manual_seed(0)
+    vae = tiny_vae(reference_images=8)
+    vae.reference_codes.copy_(torch.randn(8, 2) * 3)
+    vae.reference_count.fill_(8)
+    vae._references = None
+    vae.eval()
+    images = (torch.rand(16, 1, 4, 4) < 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = vae.reference_nll(images)
+    assert mixed.dtype == torch.float32
+    vae._reference_params = None
+    assert torch.allclose(mixed, vae.reference_nll(images), rtol=0, atol=1e-5)
