@@ -60,8 +60,9 @@ class VAETask(ImageGenerativeTask):
       weights: the share of the likelihood that complexity explains on normal images.
 
     The reference images are the first ``N`` served in the epoch that counts the background; their
-    codes are recomputed at every validation and checkpoint and saved (``N x latent_dim`` numbers),
-    the images are not. With ``reference_images=0`` (and in checkpoints from before the reference
+    codes are recomputed at every validation and checkpoint (under FSDP and DeepSpeed at validations
+    only) and saved (``N x latent_dim`` numbers), the images are not; under DDP all processes use rank
+    0's. With ``reference_images=0`` (and in checkpoints from before the reference
     codes) the corrected score is ``nll - w * background_nll``, ``nll`` the importance-sampled
     estimate (the negative ELBO when ``nll_samples=0``) and ``w`` fitted on the negative ELBO.
     ``test/anomaly_auroc_nll`` is the importance-sampled NLL's own, uncorrected AUROC.
