@@ -152,7 +152,6 @@ class VAETask(ImageGenerativeTask):
         if isinstance(checkpoint.get("state_dict"), dict):
             _fill_missing_buffers(self, checkpoint["state_dict"], "")
         super().on_load_checkpoint(checkpoint)
-        self._references = None  # read from the loaded buffer when first needed
 
     # ------------------------------------------------------------ model
     def encode(self, x: Tensor) -> Normal:
@@ -266,7 +265,8 @@ class VAETask(ImageGenerativeTask):
 
     @torch.no_grad()
     def refresh_reference_codes(self) -> None:
-        """Encode the reference images with the current weights into ``reference_codes`` (eval mode)."""
+        """Encode the reference images with the current weights into ``reference_codes`` (the encoder in
+        eval mode; once per global step)."""
         if not self.reference_pixels or self.codes_step == self.global_step:
             return
         training = self.encoder.training
@@ -487,5 +487,5 @@ def _fill_missing_buffers(module: nn.Module, state_dict: dict[str, Any], prefix:
             state_dict[prefix + key] = module.get_buffer(key).detach().clone().zero_()
             if key == COMPLEXITY_WEIGHT:
                 state_dict[prefix + key].fill_(1.0)
-    if isinstance(module, VAETask):
+    if isinstance(module, VAETask):  # (the hook is only registered on one; this also tells the type checker)
         module._references = None  # read from the loaded buffer when first needed
