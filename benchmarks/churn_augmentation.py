@@ -25,7 +25,7 @@ import torch
 
 from lit_dl.cli import main as cli
 from lit_dl.data.churn_datamodule import ChurnDataModule
-from lit_dl.data.tables import read_table
+from lit_dl.data.tables import TableRows, read_table
 from lit_dl.verbs.common import restore_from_checkpoint
 
 METRICS = ("test/recall", "test/precision", "test/f1", "test/auroc")
@@ -38,11 +38,11 @@ class AugmentedChurnDataModule(ChurnDataModule):
         super().__init__(**kwargs)
         self.synthetic_path = synthetic_path
 
-    def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
+    def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, TableRows]:
         splits = super()._split(frame, stratify)
         if self.synthetic_path:
             extra = read_table(self.synthetic_path, na_values=self.na_values)
-            splits["train"] = pd.concat([splits["train"], extra], ignore_index=True)
+            splits["train"] = TableRows(pd.concat([splits["train"].take(), extra], ignore_index=True))
         return splits
 
 

@@ -3,9 +3,10 @@
 Generates a seeded table (``--numeric`` float columns with ~5% missing, ``--categorical``
 text columns of cardinalities spread from 2 to 200 with ~3% missing, a binary target) and
 prepares it with the datamodule, from the DataFrame already in memory and from a Parquet
-file, up to the final tensors of the three splits. Each source runs in a fresh process and
-prints rows/s, a line per phase (read, clean, target, split, fit, transform) and the peak
-memory beside the bytes of the final float32 feature tensors.
+file, up to the final tensors of the three splits. Each source runs ``--repeats`` times, each run
+in a fresh process; the median run is printed: rows/s, a line per phase (read, clean, target, split,
+fit, transform) and the peak memory beside the bytes of the final float32 feature tensors, then
+every run's rows/s (on a shared machine one run can be off by a quarter).
 
 The "floor" line is the bound of any transform on this machine: the time the kernel takes to hand
 over (and zero) fresh memory of the size of the features, measured in the same process after
@@ -20,7 +21,7 @@ torch's and Arrow's). Before ``setup`` the generator's freed memory goes back to
 (``malloc_trim``), so the baseline is the in-memory frame and the interpreter, nothing more.
 
     python benchmarks/tabular_prep.py [--rows 1000000] [--numeric 35] [--categorical 15]
-        [--encoding onehot|embedding] [--source both|memory|parquet]
+        [--encoding onehot|embedding] [--source both|memory|parquet] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -137,11 +138,11 @@ def timed_datamodule() -> type:
             with self.phase("target"):
                 return super().stratify_labels(targets)
 
-        def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
+        def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, Any]:
             with self.phase("split"):
                 return super()._split(frame, stratify)
 
-        def _fit_features(self, train: pd.DataFrame, columns: list[str]) -> None:
+        def _fit_features(self, train: Any, columns: list[str]) -> None:
             with self.phase("fit"):
                 super()._fit_features(train, columns)
 
@@ -149,9 +150,9 @@ def timed_datamodule() -> type:
             with self.phase("target"):
                 super().fit_target_statistics(train_targets)
 
-        def make_dataset(self, frame: pd.DataFrame) -> Any:
+        def make_dataset(self, frame: pd.DataFrame, rows: Any = None) -> Any:
             with self.phase("transform"):
-                return super().make_dataset(frame)
+                return super().make_dataset(frame, rows)
 
     return TimedTabular
 
@@ -230,6 +231,7 @@ def main() -> None:
     parser.add_argument("--categorical", type=int, default=15)
     parser.add_argument("--encoding", choices=("onehot", "embedding"), default="onehot")
     parser.add_argument("--source", choices=("both", "memory", "parquet"), default="both")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per source (the median one is shown)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one source, print JSON
     parser.add_argument("--parquet", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -247,14 +249,20 @@ def main() -> None:
         if "parquet" in sources:
             make_table(args.rows, args.numeric, args.categorical).to_parquet(parquet, index=False)
         for source in sources:
-            # A fresh process per source: its peak memory and allocator state are its own.
+            # A fresh process per run: its peak memory and allocator state are its own.
             command = [sys.executable, __file__, "--one", source, "--parquet", parquet]
             command += ["--rows", str(args.rows), "--numeric", str(args.numeric)]
             command += ["--categorical", str(args.categorical), "--encoding", args.encoding]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"{source} run failed:\n{done.stderr}")
-            report(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs = []
+            for _ in range(args.repeats):
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode:
+                    sys.exit(f"{source} run failed:\n{done.stderr}")
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs.sort(key=lambda run: run["seconds"])
+            report(runs[len(runs) // 2])  # the median run, phase by phase
+            speeds = ", ".join(f"{run['rows'] / run['seconds']:,.0f}" for run in runs)
+            print(f"  rows/s of the {len(runs)} runs, slowest last: {speeds}")
     print("\ntargets: >= 500,000 rows/s; peak RSS <= ~2 x the float32 features")
 
 

@@ -19,8 +19,21 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from lit_dl.data import TabularDataModule
-from lit_dl.data.preprocessing import MISSING_CATEGORY, TabularPreprocessor, as_text
-from lit_dl.data.tables import clean_frame, numeric_text_columns, parse_numbers, split_positions
+from lit_dl.data.preprocessing import (
+    MISSING_CATEGORY,
+    TabularPreprocessor,
+    as_text,
+    fit_number_columns,
+    median,
+)
+from lit_dl.data.tables import (
+    class_index,
+    clean_frame,
+    looks_like_id,
+    numeric_text_columns,
+    parse_numbers,
+    split_positions,
+)
 from lit_dl.errors import DataError
 
 NA_MARKERS = {"", "?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"}
@@ -144,6 +157,67 @@ def test_transform_equals_sklearn_with_missing_and_unseen_categories(
     if encoding == "onehot":  # unseen categories: every indicator of that column off
         start = 2 + len(prep.categories[0])
         assert prep.transform(other_clean)[0][:10, start : start + len(prep.categories[1])].sum() == 0
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("encoding", ["onehot", "embedding"])
+def test_transform_of_rows_by_position_equals_the_transform_of_those_rows_copied(
+    encoding: str, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A split is row positions: the rows are read in the frame's order and written in theirs."""
+    monkeypatch.setattr("lit_dl.data.preprocessing.ROWS_PER_BLOCK", 16)
+    monkeypatch.setattr("lit_dl.data.preprocessing.prep_threads", lambda: threads)
+    frame = dirty_table(300, seed=5)
+    frame["mixed"] = np.array([1, 1.0, True, "1", " x", None, 2.5], dtype=object)[np.arange(300) % 7]
+    frame = clean_frame(frame, as_category=["plan", "region"])  # Categorical codes and object columns
+    numeric, categorical = ["amount", "tenure"], ["plan", "region", "code", "mixed"]
+    prep = TabularPreprocessor.fit(frame.iloc[:150], numeric, categorical, encoding)
+    rows = np.random.default_rng(0).permutation(300)[:111]  # rows 150+ hold values unseen in fitting
+    for positions in (rows, rows[:0], np.array([299, 0, 299])):  # shuffled, none, repeated
+        got = prep.transform(frame, positions)
+        expected = prep.transform(frame.take(positions).reset_index(drop=True))
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_fitting_on_rows_by_position_equals_fitting_on_those_rows_copied() -> None:
+    frame = clean_frame(dirty_table(400, seed=6), as_category=["plan"])
+    rows = np.random.default_rng(1).permutation(400)[:250]
+    numeric = ["amount", "tenure"]
+    copied = frame.take(rows)
+    assert fit_number_columns(frame, numeric, rows) == fit_number_columns(copied, numeric)
+    frame["empty"] = np.where(np.isin(np.arange(400), rows), np.nan, 1.0)  # numbers only outside `rows`
+    assert fit_number_columns(frame, ["empty", "amount"], rows)[0] is None
+
+
+def test_median_is_numpys() -> None:
+    rng = np.random.default_rng(2)
+    for size in [1, 2, 3, 4, 7, 10, 101, 1000]:
+        for values in (rng.normal(size=size) * 1e3, rng.integers(-3, 3, size).astype(float)):
+            assert median(values.copy()) == float(np.median(values))
+
+
+def test_class_index_is_numpys_unique() -> None:
+    rng = np.random.default_rng(3)
+    for labels in (
+        rng.integers(0, 3, 500),
+        rng.integers(2, 9, 300).astype(np.uint8),  # classes 0 and 1 absent
+        rng.integers(0, 300, 1000),  # more than 256 classes
+        rng.integers(-2, 2, 100),  # negative: np.unique itself
+        rng.choice(["a", "b"], 100),
+    ):
+        expected = np.unique(labels, return_inverse=True, return_counts=True)
+        for got, want in zip(class_index(labels), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_ids_in_a_categorical_column_are_found_as_in_plain_text() -> None:
+    ids = pd.Series([f"customer-{i}" for i in range(200)] + [None] * 5, dtype="str")
+    repeated = pd.Series([f"plan-{i % 3}" for i in range(205)], dtype="str")
+    for column in (ids, repeated):
+        assert looks_like_id(column.astype("category"), categorical=True) == looks_like_id(
+            column, categorical=True
+        )
+    assert looks_like_id(ids.astype("category"), categorical=True)
 
 
 def test_fitted_state_is_sklearns_statistics() -> None:

@@ -93,16 +93,35 @@ def distinct_texts(series: pd.Series) -> list[str]:
     return sorted({str(t) for t in texts})
 
 
+def category_lookup(series: pd.Series, categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, lookup)``: row ``i``'s index in ``categories`` is ``lookup[codes[i]]`` (-1 where unseen;
+    a missing cell is :data:`MISSING_CATEGORY`).
+
+    The work is done once per distinct value; rows are looked up by their codes (a Categorical's own,
+    or pandas' factorisation), so any subset of rows is encoded by gathering its codes.
+    """
+    index = {c: i for i, c in enumerate(categories)}
+    missing = index.get(MISSING_CATEGORY, -1)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # Every category (held by a row or not): its codes are the Categorical's own, no pass over the rows.
+        codes = series.cat.codes.to_numpy()
+        texts = [_text(v) for v in series.cat.categories.astype(object)]
+    else:
+        found = text_codes(series)
+        if found is None:  # an object column of mixed Python values: converted cell by cell
+            codes = np.fromiter(
+                (index.get(t, -1) for t in category_texts_by_value(series)), dtype=np.int64, count=len(series)
+            )
+            return codes, np.append(np.arange(len(categories)), -1)
+        codes, texts = found
+    # Code -1 (a missing cell) takes the last entry.
+    return codes, np.asarray([index.get(t, -1) for t in texts] + [missing], dtype=np.int64)
+
+
 def category_positions(series: pd.Series, categories: list[str]) -> np.ndarray:
     """Each row's index in ``categories`` (a missing cell is :data:`MISSING_CATEGORY`), -1 where unseen."""
-    index = {c: i for i, c in enumerate(categories)}
-    found = text_codes(series)
-    if found is None:
-        texts = category_texts_by_value(series)
-        return np.fromiter((index.get(t, -1) for t in texts), dtype=np.int64, count=len(texts))
-    codes, texts = found
-    positions = [index.get(t, -1) for t in texts] + [index.get(MISSING_CATEGORY, -1)]
-    return np.asarray(positions, dtype=np.int64)[codes]  # code -1 (missing) takes the last entry
+    codes, lookup = category_lookup(series, categories)
+    return lookup[codes]
 
 
 def fit_classes(target: pd.Series, name: str, positive_label: str | None = None) -> list[str]:
@@ -143,18 +162,44 @@ def numbers(series: pd.Series) -> np.ndarray:
     return series.astype("float64").to_numpy()
 
 
-def fit_numbers(values: np.ndarray, name: str) -> tuple[float, float, float]:
+def median(values: np.ndarray) -> float:
+    """``np.median`` of finite numbers, the same figure from a single-point partition (half the time).
+
+    ``values`` is reordered (pass a copy).
+    """
+    half = len(values) // 2
+    values.partition(half)
+    if len(values) % 2:
+        return float(values[half])
+    return float((values[:half].max() + values[half]) / 2)  # np.median's mean of the middle two
+
+
+def number_statistics(values: np.ndarray, name: str) -> tuple[float, float, float] | None:
     """``(median, mean, scale)`` of a column: scikit-learn's SimpleImputer median, then StandardScaler
-    on the imputed values (the very same figures: the scaler itself is fitted)."""
+    on the imputed values (the very same figures: the scaler itself is fitted); None without a number."""
     missing = np.isnan(values)
-    present = values[~missing]
+    present = values[~missing]  # a copy: the median may reorder it
     if present.size == 0:
-        raise DataError(f"numeric column {name!r} has no numbers in the training rows; drop it (data.drop)")
+        return None
     if np.isinf(present).any():
         raise DataError(f"numeric column {name!r} holds infinite values; replace or drop them")
-    median = float(np.median(present, overwrite_input=True))  # present is a copy already
-    scaler = StandardScaler().fit(np.where(missing, median, values)[:, None])
-    return median, float(scaler.mean_[0]), float(scaler.scale_[0])
+    middle = median(present)
+    scaler = StandardScaler().fit(np.where(missing, middle, values)[:, None])
+    return middle, float(scaler.mean_[0]), float(scaler.scale_[0])
+
+
+def fit_number_columns(
+    frame: pd.DataFrame, columns: list[str], rows: np.ndarray | None = None
+) -> list[tuple[float, float, float] | None]:
+    """:func:`number_statistics` of each column's rows ``rows`` (default: all), None for a column without
+    a number there; columns in parallel, each gathering its own rows (no copy of the table)."""
+
+    def fit(column: str) -> tuple[float, float, float] | None:
+        values = numbers(frame[column])
+        return number_statistics(values if rows is None else values[rows], column)
+
+    with ThreadPoolExecutor(prep_threads()) as pool:  # columns in parallel (see prep_threads)
+        return list(pool.map(fit, columns))
 
 
 class TabularPreprocessor:
@@ -198,9 +243,30 @@ class TabularPreprocessor:
         cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], encoding: Encoding = "onehot"
     ) -> TabularPreprocessor:
         """Fit on ``frame`` (the training split) and return the fitted preprocessor."""
-        with ThreadPoolExecutor(prep_threads()) as pool:  # columns in parallel (see prep_threads)
-            statistics = list(pool.map(lambda col: fit_numbers(numbers(frame[col]), col), numeric))
-            categories = list(pool.map(lambda col: category_list(frame[col]), categorical))
+        return cls.from_statistics(
+            numeric,
+            categorical,
+            fit_number_columns(frame, numeric),
+            [category_list(frame[col]) for col in categorical],
+            encoding,
+        )
+
+    @classmethod
+    def from_statistics(
+        cls,
+        numeric: list[str],
+        categorical: list[str],
+        statistics: list[tuple[float, float, float] | None],
+        categories: list[list[str]],
+        encoding: Encoding = "onehot",
+    ) -> TabularPreprocessor:
+        """The preprocessor of fitted ``(median, mean, scale)`` per numeric column (see
+        :func:`fit_number_columns`) and categories per categorical column."""
+        for column, fitted in zip(numeric, statistics, strict=True):
+            if fitted is None:
+                raise DataError(
+                    f"numeric column {column!r} has no numbers in the training rows; drop it (data.drop)"
+                )
         medians, means, scales = (list(s) for s in zip(*statistics, strict=True)) if numeric else ([], [], [])
         return cls(numeric, categorical, medians, means, scales, categories, encoding)
 
@@ -229,74 +295,97 @@ class TabularPreprocessor:
             ]
         return names
 
-    def transform(self, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
-        """Return ``(x_num, x_cat)``: float features ``(N, num_features)`` and category indices ``(N, C)``.
+    def transform(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
+        """Return ``(x_num, x_cat)`` of the rows ``rows`` of ``frame`` (positions; default: all rows):
+        float features ``(N, num_features)`` and category indices ``(N, C)``.
 
         Equal to scikit-learn's StandardScaler (after median imputation) and OneHotEncoder (unseen
         categories all zeros) or OrdinalEncoder (+1, unseen 0), written a block of rows at a time into
-        one preallocated float32 array: no copy of the frame, no float64 matrix of the whole table.
+        preallocated arrays: no copy of the frame or of its rows, no float64 matrix of the whole table.
         """
-        n, width = len(frame), self.num_features
+        n = len(frame) if rows is None else len(rows)
         columns = [numbers(frame[col]) for col in self.numeric]  # views of float64 columns
+        # Rows are read in the frame's order and written to their places: a gather of scattered rows
+        # from each of the frame's columns (a cache miss per cell) costs twice the whole transform.
+        order = None if rows is None else np.argsort(rows)  # output rows by their row in the frame
         threads = prep_threads()
         with ThreadPoolExecutor(threads) as pool:
-            positions = list(
+            lookups = list(
                 pool.map(
-                    lambda column: category_positions(frame[column[0]], column[1]),
+                    lambda column: category_lookup(frame[column[0]], column[1]),
                     zip(self.categorical, self.categories, strict=True),
                 )
             )
-            x_num = np.zeros((n, width), dtype=np.float32)
-            # Row ranges in parallel, a whole number of blocks each: the threads write disjoint rows.
+            x_num = np.zeros((n, self.num_features), dtype=np.float32)
+            x_cat = np.zeros((n, len(lookups) if self.encoding == "embedding" else 0), dtype=np.int64)
+            # Ranges of rows in parallel, a whole number of blocks each: the threads write disjoint rows.
             share = -(-n // (ROWS_PER_BLOCK * threads)) * ROWS_PER_BLOCK
             ranges = [range(start, min(start + share, n)) for start in range(0, n, share)] if n else []
-            unseen = [bool((p < 0).any()) for p in positions]  # categories not seen in training
-            list(pool.map(lambda rows: self._write_rows(x_num, rows, columns, positions, unseen), ranges))
-        x_cat = np.zeros((n, len(positions) if self.encoding == "embedding" else 0), dtype=np.int64)
-        for j, column_positions in enumerate(positions if self.encoding == "embedding" else []):
-            np.add(column_positions, 1, out=x_cat[:, j])  # -1 (unseen) becomes 0
+            list(
+                pool.map(
+                    lambda part: self._write_rows(x_num, x_cat, part, rows, order, columns, lookups), ranges
+                )
+            )
         return torch.from_numpy(x_num), torch.from_numpy(x_cat)
 
     def _write_rows(
         self,
         x_num: np.ndarray,
-        row_range: range,
+        x_cat: np.ndarray,
+        part: range,
+        rows: np.ndarray | None,
+        order: np.ndarray | None,
         columns: list[np.ndarray],
-        positions: list[np.ndarray],
-        unseen: list[bool],
+        lookups: list[tuple[np.ndarray, np.ndarray]],
     ) -> None:
-        """Write the features of rows ``row_range`` into ``x_num`` (zeros), a block of rows at a time."""
+        """Write rows ``part`` of the features into ``x_num`` and ``x_cat`` (zeros), a block at a time.
+
+        Without ``rows``, output row ``i`` is the frame's row ``i``. With them, ``part`` counts output
+        rows in ``order`` (by their row in the frame): the block's frame rows ``rows[order[block]]`` are
+        read in ascending order and written to output rows ``order[block]``.
+        """
         k, width = len(self.numeric), x_num.shape[1]
         medians, means, scales = (
             np.asarray(v, dtype=np.float64) for v in (self.medians, self.means, self.scales)
         )
-        onehot = self.encoding == "onehot" and bool(positions)
+        unseen = [bool((lookup < 0).any()) for _, lookup in lookups]  # some value gets no slot
+        onehot = self.encoding == "onehot" and bool(lookups)
         if onehot:
             offsets = k + np.cumsum([0] + [len(c) for c in self.categories[:-1]])
-            row_starts = np.arange(min(len(row_range), ROWS_PER_BLOCK), dtype=np.int64) * width
-        for start in range(row_range.start, row_range.stop, ROWS_PER_BLOCK):
-            rows = slice(start, min(start + ROWS_PER_BLOCK, row_range.stop))
+            flat = x_num.reshape(-1)  # rows one after another (a view)
+        for start in range(part.start, part.stop, ROWS_PER_BLOCK):
+            block = slice(start, min(start + ROWS_PER_BLOCK, part.stop))
+            if order is None:
+                source = target = block
+            else:
+                target = order[block]
+                source = rows[target]
             if k:
-                block = np.empty((rows.stop - start, k))  # (B, numeric) float64, as the scaler computes
-                for j, values in enumerate(columns):
-                    block[:, j] = values[rows]
-                np.copyto(block, medians, where=np.isnan(block))
-                block -= means
-                block /= scales
-                if not np.isfinite(block).all():
-                    bad = self.numeric[int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])]
+                values = np.empty((block.stop - start, k))  # (B, numeric) float64, as the scaler computes
+                for j, column in enumerate(columns):
+                    values[:, j] = column[source]
+                np.copyto(values, medians, where=np.isnan(values))
+                values -= means
+                values /= scales
+                if not np.isfinite(values).all():
+                    bad = self.numeric[int(np.flatnonzero(~np.isfinite(values).all(axis=0))[0])]
                     raise DataError(f"numeric column {bad!r} holds infinite values; replace or drop them")
-                x_num[rows, :k] = block
+                x_num[target, :k] = values
             if onehot:
-                flat = x_num[rows].reshape(-1)  # the block's rows, one after another (a view)
-                starts = row_starts[: rows.stop - start]
-                for column_positions, offset, has_unseen in zip(positions, offsets, unseen, strict=True):
-                    at = column_positions[rows]
+                starts = np.arange(block.start, block.stop) if order is None else target
+                starts = starts * width
+                for (codes, lookup), offset, has_unseen in zip(lookups, offsets, unseen, strict=True):
+                    at = lookup[codes[source]]
                     if has_unseen:
                         seen = at >= 0
                         flat[starts[seen] + offset + at[seen]] = 1.0
                     else:
                         flat[starts + offset + at] = 1.0
+            elif self.encoding == "embedding":
+                indices = np.empty((block.stop - start, len(lookups)), dtype=np.int64)
+                for j, (codes, lookup) in enumerate(lookups):
+                    np.add(lookup[codes[source]], 1, out=indices[:, j])  # -1 (unseen) becomes 0
+                x_cat[target] = indices
 
     def state_dict(self) -> dict[str, Any]:
         """The fitted state as plain data (safe for ``torch.load(weights_only=True)``)."""

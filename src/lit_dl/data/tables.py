@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,11 @@ def looks_like_id(series: pd.Series, categorical: bool) -> bool:
     """Text with a distinct value in (nearly) every row, or whole numbers all distinct: an identifier."""
     if not categorical and not np.all(np.mod(series.iloc[:1000].dropna().to_numpy(dtype=np.float64), 1) == 0):
         return False  # a fraction among the first rows: no need to look at the rest of a large column
+    if isinstance(series.dtype, pd.CategoricalDtype):  # distinct values counted on the codes
+        codes = series.cat.codes.to_numpy()
+        held = np.bincount(codes[codes >= 0], minlength=len(series.cat.categories))
+        present_count, distinct = int(held.sum()), int((held > 0).sum())
+        return present_count >= 50 and distinct > 0.5 * present_count and distinct > 100
     present = series.dropna()
     if len(present) < 50:
         return False
@@ -300,6 +306,21 @@ def looks_like_id(series: pd.Series, categorical: bool) -> bool:
         return distinct > 0.5 * len(present) and distinct > 100
     values = present.to_numpy(dtype=np.float64)
     return distinct == len(present) and bool(np.all(np.mod(values, 1) == 0))
+
+
+def class_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True, return_counts=True)``; for class indices (small
+    non-negative integers, as ``stratify_labels`` gives them) by counting instead of sorting, with the
+    inverse in the narrowest integer type (a stable argsort of it is then a radix sort)."""
+    if labels.ndim == 1 and labels.dtype.kind in "iu" and len(labels) and labels.min() >= 0:
+        top = int(labels.max())
+        if top < 2**16:
+            counts = np.bincount(labels, minlength=top + 1)
+            classes = np.flatnonzero(counts)
+            index = np.zeros(top + 1, dtype=np.uint8 if len(classes) <= 2**8 else np.uint16)
+            index[classes] = np.arange(len(classes))
+            return classes.astype(labels.dtype), index[labels], counts[classes]
+    return np.unique(labels, return_inverse=True, return_counts=True)
 
 
 def split_positions(
@@ -317,7 +338,7 @@ def split_positions(
         return rest, test
     n_train, n_test = _validate_shuffle_split(n_rows, test_size, None, default_test_size=0.25)
     labels = check_array(stratify, input_name="y", ensure_2d=False, dtype=None)
-    classes, label_index, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
+    classes, label_index, class_counts = class_index(labels)
     if (
         labels.ndim != 1
         or len(labels) != n_rows
@@ -338,6 +359,36 @@ def split_positions(
     return rng.permutation(np.concatenate(rest_parts)), rng.permutation(np.concatenate(test_parts))
 
 
+def split_rows(
+    n_rows: int,
+    val_fraction: float,
+    test_fraction: float | None,
+    seed: int,
+    stratify: pd.Series | np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Positions of the ``train``/``val`` (and ``test`` unless ``test_fraction`` is None) rows, stratified.
+
+    The rows sklearn's ``train_test_split`` picks: ``val`` first, then ``test`` from the rest.
+    """
+    labels = stratify.to_numpy() if isinstance(stratify, pd.Series) else stratify
+    try:
+        rest, val = split_positions(n_rows, val_fraction, seed, labels)
+        parts = {"val": val}
+        if test_fraction is not None:
+            share = test_fraction / (1.0 - val_fraction)
+            rest_of_rest, test = split_positions(
+                len(rest), share, seed, labels[rest] if labels is not None else None
+            )
+            rest, parts["test"] = rest[rest_of_rest], rest[test]
+    except ValueError as err:
+        raise DataError(
+            f"cannot split {n_rows} rows into train/val/test ({err}); "
+            "use more rows or change data.val_fraction / data.test_fraction"
+        ) from err
+    parts["train"] = rest
+    return parts
+
+
 def split_frame(
     frame: pd.DataFrame,
     val_fraction: float,
@@ -345,26 +396,32 @@ def split_frame(
     seed: int,
     stratify: pd.Series | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Rows split into ``train``/``val`` (and ``test`` unless ``test_fraction`` is None), stratified.
-
-    The split is made on row positions (the rows sklearn's ``train_test_split`` picks), so each row
-    is copied once, into its split.
-    """
-    try:
-        rest, val = split_positions(len(frame), val_fraction, seed, stratify)
-        parts = {"val": val}
-        if test_fraction is not None:
-            share = test_fraction / (1.0 - val_fraction)
-            strat = stratify.loc[frame.index[rest]] if stratify is not None else None
-            rest_of_rest, test = split_positions(len(rest), share, seed, strat)
-            rest, parts["test"] = rest[rest_of_rest], rest[test]
-    except ValueError as err:
-        raise DataError(
-            f"cannot split {len(frame)} rows into train/val/test ({err}); "
-            "use more rows or change data.val_fraction / data.test_fraction"
-        ) from err
-    parts["train"] = rest
+    """:func:`split_rows` of ``frame``, each split a frame of its own (each row copied once)."""
+    parts = split_rows(len(frame), val_fraction, test_fraction, seed, stratify)
     return {k: frame.take(rows).reset_index(drop=True) for k, rows in parts.items()}
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Rows of a table by position (``rows``; None: all of them), without a copy of the table.
+
+    A split of a large table is kept this way: the preprocessing gathers each column's rows where it
+    needs them (a block of rows at a time where it writes the tensors), so the table is never
+    copied into three split frames.
+    """
+
+    frame: pd.DataFrame
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame) if self.rows is None else len(self.rows)
+
+    def take(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """These rows of ``columns`` (default: all) as a frame of their own, indexed ``0 .. n-1``."""
+        frame = self.frame if columns is None else self.frame[list(columns)]
+        if self.rows is not None:
+            frame = frame.take(self.rows)
+        return frame.reset_index(drop=True)
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str, source: str, fix: str) -> None:

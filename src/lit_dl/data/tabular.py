@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,11 +21,19 @@ from lit_dl.data.base import (
     on_device_setting,
 )
 from lit_dl.data.batching import TensorBatchDataset
-from lit_dl.data.preprocessing import Encoding, TabularPreprocessor, encode_classes, fit_classes
+from lit_dl.data.preprocessing import (
+    Encoding,
+    TabularPreprocessor,
+    category_list,
+    encode_classes,
+    fit_classes,
+    fit_number_columns,
+)
 from lit_dl.data.spec import DataSpec
 from lit_dl.data.tables import (
     DEFAULT_NA_VALUES,
     MAX_AUTO_CLASSES,
+    TableRows,
     absolute,
     as_list,
     clean_frame,
@@ -35,9 +44,10 @@ from lit_dl.data.tables import (
     read_table,
     require_columns,
     require_file,
-    split_frame,
+    split_rows,
 )
 from lit_dl.errors import DataError
+from lit_dl.utils import prep_threads
 
 log = logging.getLogger(__name__)
 
@@ -252,20 +262,17 @@ class TabularDataModule(InMemoryDataModule):
         return encode_classes(target, self.classes, self.target)
 
     # ------------------------------------------------------------------ setup
-    def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, pd.DataFrame]:
+    def _split(self, frame: pd.DataFrame, stratify: pd.Series | None) -> dict[str, TableRows]:
+        """The rows of each split: ``train``, ``val`` and (unless ``data.test_path`` is set) ``test``."""
         if self.cv_folds is not None:
             labels = None if stratify is None else stratify.to_numpy()
-            folds = cv_split(
+            parts = cv_split(
                 len(frame), self.cv_folds, self.cv_fold, self.val_fraction, self.split_seed, labels
             )
-            return {name: frame.iloc[rows].reset_index(drop=True) for name, rows in folds.items()}
-        return split_frame(
-            frame,
-            self.val_fraction,
-            None if self.test_path else self.test_fraction,
-            self.split_seed,
-            stratify,
-        )
+        else:
+            test_fraction = None if self.test_path else self.test_fraction
+            parts = split_rows(len(frame), self.val_fraction, test_fraction, self.split_seed, stratify)
+        return {name: TableRows(frame, rows) for name, rows in parts.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -285,14 +292,15 @@ class TabularDataModule(InMemoryDataModule):
             self.source_rows = len(frame)
             self.task_type = self.resolve_task(frame[self.target_columns])
             self.fit_target(frame[self.target_columns])
+        # Splits are row positions: each split's rows are gathered where they are fitted or encoded.
         splits = self._split(frame, self.stratify_labels(frame[self.target_columns]))
         if self.test_path:
             require_file(self.test_path, "data.test_path")
-            splits["test"] = self._load_clean(self.test_path)
+            splits["test"] = TableRows(self._load_clean(self.test_path))
         if not fitted:
             self._fit_features(splits["train"], columns)
-            self.fit_target_statistics(splits["train"][self.target_columns])
-        self.datasets = {name: self.make_dataset(part) for name, part in splits.items()}
+            self.fit_target_statistics(splits["train"].take(self.target_columns))
+        self.datasets = {name: self.make_dataset(part.frame, part.rows) for name, part in splits.items()}
         log.info(
             "data: %s rows train / %s val / %s test, %d features%s",
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
@@ -300,21 +308,23 @@ class TabularDataModule(InMemoryDataModule):
             "" if self.cv_folds is None else f" (fold {self.cv_fold} of {self.cv_folds})",
         )
 
-    def _fit_features(self, train: pd.DataFrame, columns: list[str]) -> None:
-        coerced = [c for c in numeric_text_columns(train, columns) if c not in self.categorical]
+    def _fit_features(self, train: TableRows, columns: list[str]) -> None:
+        """Fit the preprocessing on the training rows ``train`` of the feature ``columns``."""
+        frame = train.frame
+        number_columns = [c for c in columns if c not in self.categorical and is_number_column(frame[c])]
+        # The other columns' training rows (categories: integer codes; few and small).
+        other = [c for c in columns if c not in number_columns]
+        other_rows = train.take(other)
+        coerced = [c for c in numeric_text_columns(other_rows, other) if c not in self.categorical]
         if coerced:
             log.info("reading text column(s) as numbers: %s", ", ".join(coerced))
-            train = train.assign(**{col: parse_numbers(train[col]) for col in coerced})
-        numeric = [
-            c
-            for c in columns
-            if c not in self.categorical
-            and pd.api.types.is_numeric_dtype(train[c])
-            and not pd.api.types.is_bool_dtype(train[c])
-        ]
-        empty = [c for c in numeric if train[c].isna().all()]
+            frame = frame.assign(**{col: parse_numbers(frame[col]) for col in coerced})
+        numeric = [c for c in columns if c in number_columns or c in coerced]
+        statistics = fit_number_columns(frame, numeric, train.rows)  # None: no number in the training rows
+        empty = [c for c, fitted in zip(numeric, statistics, strict=True) if fitted is None]
         if empty:
             log.warning("ignoring column(s) with no numbers in the training split: %s", ", ".join(empty))
+            statistics = [fitted for fitted in statistics if fitted is not None]
             numeric = [c for c in numeric if c not in empty]
         categorical = [c for c in columns if c not in numeric and c not in empty]
         if not numeric and not categorical:
@@ -322,16 +332,26 @@ class TabularDataModule(InMemoryDataModule):
                 f"no feature to learn from: column(s) {', '.join(map(repr, empty))} have no values in the "
                 "training split; check data.features and data.drop"
             )
-        for col in columns:
-            if col not in empty and looks_like_id(train[col], categorical=col in categorical):
+        for col in [c for c in columns if c not in empty]:
+            # Numbers are looked at in all labelled rows (an id is distinct there too), categories in the
+            # training rows.
+            series = other_rows[col] if col in categorical else frame[col]
+            if looks_like_id(series, categorical=col in categorical):
                 log.warning(
                     "column %r looks like an id (a distinct value in almost every row); add it to data.drop",
                     col,
                 )
-        self.preprocessor = TabularPreprocessor.fit(train, numeric, categorical, self.categorical_encoding)
+        with ThreadPoolExecutor(prep_threads()) as pool:
+            categories = list(pool.map(lambda col: category_list(other_rows[col]), categorical))
+        self.preprocessor = TabularPreprocessor.from_statistics(
+            numeric, categorical, statistics, categories, self.categorical_encoding
+        )
 
-    def transform_features(self, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
-        """Apply the fitted preprocessing to raw rows (columns as in the training file)."""
+    def transform_features(
+        self, frame: pd.DataFrame, rows: np.ndarray | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Apply the fitted preprocessing to the rows ``rows`` (positions; default: all) of ``frame``
+        (columns as in the training file)."""
         assert self.preprocessor is not None, "setup() or load_state_dict() first"
         prep = self.preprocessor
         missing = [c for c in prep.numeric + prep.categorical if c not in frame.columns]
@@ -340,12 +360,13 @@ class TabularDataModule(InMemoryDataModule):
         text = [c for c in prep.numeric if not is_number_column(frame[c])]
         if text:  # numbers stored as text (the frame itself is left as it is)
             frame = frame.assign(**{col: parse_numbers(frame[col]) for col in text})
-        return prep.transform(frame)
+        return prep.transform(frame, rows)
 
-    def make_dataset(self, frame: pd.DataFrame) -> TensorBatchDataset:
-        """Tensors ``(x_num, x_cat, y)`` for labelled rows."""
-        x_num, x_cat = self.transform_features(frame)
-        return TensorBatchDataset(x_num, x_cat, self.encode_target(frame[self.target_columns]))
+    def make_dataset(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> TensorBatchDataset:
+        """Tensors ``(x_num, x_cat, y)`` of the labelled rows ``rows`` (positions; all: None) of ``frame``."""
+        x_num, x_cat = self.transform_features(frame, rows)
+        targets = TableRows(frame, rows).take(self.target_columns)
+        return TensorBatchDataset(x_num, x_cat, self.encode_target(targets))
 
     def load_inputs(self, path: str) -> tuple[TensorBatchDataset, pd.DataFrame]:
         """Unlabelled rows for prediction: ``(dataset of (x_num, x_cat), their id columns)``.
