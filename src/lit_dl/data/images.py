@@ -70,6 +70,8 @@ class InMemoryImageDataset(Dataset):
         self.std = std.view(-1, 1, 1)
         self.transform = transform
         self.resample_binary = resample_binary
+        # Pixels in [0, 1] as they are (data.scale=unit): no two passes over every batch to change nothing.
+        self.normalises = bool((self.mean != 0).any() or (self.std != 1).any())
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,7 +82,7 @@ class InMemoryImageDataset(Dataset):
         floats = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if self.resample_binary:  # dynamic binarisation: a fresh 0/1 draw of every pixel each time
             floats = torch.bernoulli(floats)
-        return (floats - self.mean) / self.std
+        return (floats - self.mean) / self.std if self.normalises else floats
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         return tuple(t[0] for t in self.__getitems__([index]))

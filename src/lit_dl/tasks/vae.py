@@ -161,13 +161,17 @@ class VAETask(ImageGenerativeTask):
 
     def log_likelihood(self, params: Tensor, x: Tensor) -> Tensor:
         """``log p(x|z)`` per image (summed over pixels, nats), from the decoder's output ``params``."""
+        return -self.reconstruction_cost(params, x)
+
+    def reconstruction_cost(self, params: Tensor, x: Tensor) -> Tensor:
+        """``-log p(x|z)`` per image (summed over pixels, nats), from the decoder's output ``params``."""
         params, x = params.float(), x.float()
         if self.hparams.likelihood == "bernoulli":
-            per_pixel = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
+            per_pixel = F.binary_cross_entropy_with_logits(params, x, reduction="none")
         else:
             assert self.log_scale is not None
             scale = self.log_scale.float().exp().view(1, -1, 1, 1).expand_as(params)
-            per_pixel = Normal(params, scale, validate_args=False).log_prob(x)
+            per_pixel = -Normal(params, scale, validate_args=False).log_prob(x)
         return per_pixel.flatten(1).sum(dim=1)
 
     def decode_mean(self, params: Tensor) -> Tensor:
@@ -184,7 +188,7 @@ class VAETask(ImageGenerativeTask):
         mean, log_var = mean.float(), log_var.float()
         # reparameterisation: z = mean + eps * std, differentiable in both (eps drawn as rsample draws it)
         z = mean + torch.empty_like(mean).normal_() * torch.exp(0.5 * log_var)
-        recon = -self.log_likelihood(self.decoder(z), x)
+        recon = self.reconstruction_cost(self.decoder(z), x)
         kl = 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(dim=1)  # KL(q(z|x) || N(0, I))
         return recon, kl
 
@@ -303,9 +307,11 @@ class VAETask(ImageGenerativeTask):
         x = batch[0]
         recon, kl = self.elbo_terms(x)
         nelbo = recon + kl
-        loss = (recon + self.kl_weight() * kl).mean() if stage == "train" else nelbo.mean()
+        weight = self.kl_weight() if stage == "train" else 1.0
+        loss = (nelbo if weight == 1.0 else recon + weight * kl).mean()  # (x * 1.0 is x: one node less)
         self.log_mean(f"{stage}/loss", loss, len(x), on_step=stage == "train", prog_bar=True)
-        for name, value in (("nelbo", nelbo), ("recon", recon), ("kl", kl)):
+        self.log_mean(f"{stage}/nelbo", loss if weight == 1.0 else nelbo.mean(), len(x))
+        for name, value in (("recon", recon), ("kl", kl)):
             self.log_mean(f"{stage}/{name}", value.mean(), len(x))
         return loss, nelbo.detach()
 
