@@ -4,11 +4,14 @@ the private API a shim wraps, so an upgrade breaks here and by name."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DistributedSampler
@@ -150,3 +153,21 @@ def test_skip_repeated_cuda_probe_stops_adam_counting_gpus_each_step(monkeypatch
     counted.clear()
     optimizer.step()
     assert not counted and not torch.cuda.is_available()
+
+
+def test_a_checkpoint_callback_that_saves_at_epoch_ends_only_skips_its_batch_hook(tmp_path: Path) -> None:
+    at_epoch_ends = ModelCheckpoint(dirpath=tmp_path / "epochs", save_top_k=-1)
+    every_step = ModelCheckpoint(dirpath=tmp_path / "steps", every_n_train_steps=2, save_top_k=-1)
+    every_minute = ModelCheckpoint(dirpath=tmp_path / "time", train_time_interval=timedelta(minutes=1))
+    assert "on_train_batch_end" in compat.skip_noop_batch_hooks(at_epoch_ends)
+    assert "on_train_batch_end" not in compat.skip_noop_batch_hooks(every_step)
+    assert "on_train_batch_end" not in compat.skip_noop_batch_hooks(every_minute)
+    trainer = cpu_trainer(
+        max_epochs=2, limit_train_batches=4, limit_val_batches=0, callbacks=[at_epoch_ends, every_step]
+    )
+    trainer.fit(BoringModel())
+    assert sorted(p.name for p in (tmp_path / "epochs").iterdir()) == [
+        "epoch=0-step=4.ckpt",
+        "epoch=1-step=8.ckpt",
+    ]
+    assert len(list((tmp_path / "steps").iterdir())) == 4  # steps 2, 4, 6 and 8
