@@ -33,6 +33,7 @@ from lit_dl.data.tables import (
     numeric_text_columns,
     parse_numbers,
     split_positions,
+    split_rows,
 )
 from lit_dl.errors import DataError
 
@@ -392,3 +393,27 @@ def test_datamodule_tensors_equal_a_plain_sklearn_pipeline(encoding: str, tmp_pa
         assert torch.equal(got_num, x_num), name
         assert torch.equal(got_cat, x_cat), name
         assert torch.equal(got_y, torch.from_numpy((splits[name]["label"] == "yes").to_numpy(np.int64))), name
+
+
+def test_numbers_with_decimal_commas_are_read_by_the_training_rows_own_writing() -> None:
+    """The training rows write "3,5"; a few other rows write "2.5". The column stays a number column,
+    fitted on the training rows' own values (each split's cells are read as that split writes them)."""
+    n_rows = 400
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["a", "b"], n_rows)
+    comma = np.array([f"{i % 7},5" for i in range(n_rows)], dtype=object)
+    parts = split_rows(n_rows, 0.15, 0.15, 42, (labels == "b").astype(np.int64))  # the datamodule's split
+    comma[parts["val"][:5]] = "2.5"  # points, only outside the training rows
+    frame = pd.DataFrame({"dec": comma, "x": rng.normal(size=n_rows), "label": labels})
+    dm = FrameTabular(frame, target="label", on_device=False)
+    dm.setup("fit")
+    assert dm.preprocessor.numeric == ["dec", "x"]
+    assert dm.preprocessor.medians[0] == 3.5  # "0,5" .. "6,5": the training rows' own numbers
+    assert len(dm.datasets["train"]) == len(parts["train"])
+
+
+def test_transform_refuses_rows_that_are_not_positions() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    prep = TabularPreprocessor.fit(frame, ["x"], [])
+    with pytest.raises(TypeError, match="positions"):
+        prep.transform(frame, np.array([True, False, True]))

@@ -43,7 +43,7 @@ class FiniteLossGuard(L.Callback):
         if not isinstance(loss, Tensor):
             return
         if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
-            # One read of the number (a tensor op or two less: ~0.1 ms of a 4 ms CPU step here).
+            # One read of the number instead of four tensor operations (about 20 us a step here).
             finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(torch.isfinite(loss).all())
             self._raise_if_bad(trainer, finite, loss.detach().float(), trainer.global_step)
             return

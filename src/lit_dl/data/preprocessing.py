@@ -98,7 +98,8 @@ def category_lookup(series: pd.Series, categories: list[str]) -> tuple[np.ndarra
     a missing cell is :data:`MISSING_CATEGORY`).
 
     The work is done once per distinct value; rows are looked up by their codes (a Categorical's own,
-    or pandas' factorisation), so any subset of rows is encoded by gathering its codes.
+    or pandas' factorisation), so any subset of rows is encoded by gathering its codes. An object
+    column of mixed Python values is converted cell by cell: its codes are then the positions.
     """
     index = {c: i for i, c in enumerate(categories)}
     missing = index.get(MISSING_CATEGORY, -1)
@@ -243,12 +244,10 @@ class TabularPreprocessor:
         cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], encoding: Encoding = "onehot"
     ) -> TabularPreprocessor:
         """Fit on ``frame`` (the training split) and return the fitted preprocessor."""
+        with ThreadPoolExecutor(prep_threads()) as pool:  # columns in parallel (see prep_threads)
+            categories = list(pool.map(lambda col: category_list(frame[col]), categorical))
         return cls.from_statistics(
-            numeric,
-            categorical,
-            fit_number_columns(frame, numeric),
-            [category_list(frame[col]) for col in categorical],
-            encoding,
+            numeric, categorical, fit_number_columns(frame, numeric), categories, encoding
         )
 
     @classmethod
@@ -301,8 +300,15 @@ class TabularPreprocessor:
 
         Equal to scikit-learn's StandardScaler (after median imputation) and OneHotEncoder (unseen
         categories all zeros) or OrdinalEncoder (+1, unseen 0), written a block of rows at a time into
-        preallocated arrays: no copy of the frame or of its rows, no float64 matrix of the whole table.
+        preallocated arrays: no copy of the frame's rows, no float64 matrix of the whole table (an
+        integer column is read as a float64 copy of it).
         """
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or rows.dtype.kind not in "iu":
+                raise TypeError(
+                    f"rows must be positions (a 1-d integer array), got {rows.dtype} {rows.shape}"
+                )
         n = len(frame) if rows is None else len(rows)
         columns = [numbers(frame[col]) for col in self.numeric]  # views of float64 columns
         # Rows are read in the frame's order and written to their places: a gather of scattered rows

@@ -256,6 +256,17 @@ def parse_numbers(series: pd.Series) -> pd.Series:
     return _parse_text_numbers(series.astype(object).where(series.notna()))
 
 
+def parse_numbers_of_rows(series: pd.Series, rows: np.ndarray | None) -> pd.Series:
+    """:func:`parse_numbers` of the rows ``rows`` (positions; None: all) of ``series`` on their own (a
+    split reads decimal commas as its own cells are written), as a float64 column of ``series``'s
+    length, NaN in the other rows."""
+    if rows is None:
+        return parse_numbers(series)
+    values = np.full(len(series), np.nan)
+    values[rows] = parse_numbers(series.take(rows)).to_numpy(dtype=np.float64)
+    return pd.Series(values, index=series.index, name=series.name)
+
+
 def _parse_text_numbers(text: pd.Series) -> pd.Series:
     """``pd.to_numeric`` of an object column (missing cells NaN), with decimal commas read as points."""
     present = text.dropna().astype(str)
@@ -289,11 +300,16 @@ def numeric_text_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[st
     return found
 
 
+def whole_numbers(series: pd.Series) -> bool:
+    """Whether every number of ``series`` (missing cells aside) is a whole number."""
+    return bool(np.all(np.mod(series.dropna().to_numpy(dtype=np.float64), 1) == 0))
+
+
 def looks_like_id(series: pd.Series, categorical: bool) -> bool:
     """Text with a distinct value in (nearly) every row, or whole numbers all distinct: an identifier."""
-    if not categorical and not np.all(np.mod(series.iloc[:1000].dropna().to_numpy(dtype=np.float64), 1) == 0):
+    if not categorical and not whole_numbers(series.iloc[:1000]):
         return False  # a fraction among the first rows: no need to look at the rest of a large column
-    if isinstance(series.dtype, pd.CategoricalDtype):  # distinct values counted on the codes
+    if categorical and isinstance(series.dtype, pd.CategoricalDtype):  # distinct values counted on the codes
         codes = series.cat.codes.to_numpy()
         held = np.bincount(codes[codes >= 0], minlength=len(series.cat.categories))
         present_count, distinct = int(held.sum()), int((held > 0).sum())
@@ -401,7 +417,7 @@ def split_frame(
     return {k: frame.take(rows).reset_index(drop=True) for k, rows in parts.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TableRows:
     """Rows of a table by position (``rows``; None: all of them), without a copy of the table.
 

@@ -40,11 +40,12 @@ from lit_dl.data.tables import (
     is_number_column,
     looks_like_id,
     numeric_text_columns,
-    parse_numbers,
+    parse_numbers_of_rows,
     read_table,
     require_columns,
     require_file,
     split_rows,
+    whole_numbers,
 )
 from lit_dl.errors import DataError
 from lit_dl.utils import prep_threads
@@ -312,13 +313,14 @@ class TabularDataModule(InMemoryDataModule):
         """Fit the preprocessing on the training rows ``train`` of the feature ``columns``."""
         frame = train.frame
         number_columns = [c for c in columns if c not in self.categorical and is_number_column(frame[c])]
-        # The other columns' training rows (categories: integer codes; few and small).
+        # The other columns' training rows (a text column cleaned to categories: its integer codes).
         other = [c for c in columns if c not in number_columns]
         other_rows = train.take(other)
         coerced = [c for c in numeric_text_columns(other_rows, other) if c not in self.categorical]
         if coerced:
             log.info("reading text column(s) as numbers: %s", ", ".join(coerced))
-            frame = frame.assign(**{col: parse_numbers(frame[col]) for col in coerced})
+            # The training rows parsed on their own (decimal commas are read as they are written there).
+            frame = frame.assign(**{col: parse_numbers_of_rows(frame[col], train.rows) for col in coerced})
         numeric = [c for c in columns if c in number_columns or c in coerced]
         statistics = fit_number_columns(frame, numeric, train.rows)  # None: no number in the training rows
         empty = [c for c, fitted in zip(numeric, statistics, strict=True) if fitted is None]
@@ -333,9 +335,14 @@ class TabularDataModule(InMemoryDataModule):
                 "training split; check data.features and data.drop"
             )
         for col in [c for c in columns if c not in empty]:
-            # Numbers are looked at in all labelled rows (an id is distinct there too), categories in the
-            # training rows.
-            series = other_rows[col] if col in categorical else frame[col]
+            if col in categorical:
+                series = other_rows[col]
+            elif train.rows is None:
+                series = frame[col]
+            elif whole_numbers(frame[col].take(train.rows[:1000])):  # else fractions: not an id
+                series = frame[col].take(train.rows)
+            else:
+                continue
             if looks_like_id(series, categorical=col in categorical):
                 log.warning(
                     "column %r looks like an id (a distinct value in almost every row); add it to data.drop",
@@ -358,8 +365,8 @@ class TabularDataModule(InMemoryDataModule):
         if missing:
             raise DataError(f"input lacks feature column(s) used in training: {', '.join(missing)}")
         text = [c for c in prep.numeric if not is_number_column(frame[c])]
-        if text:  # numbers stored as text (the frame itself is left as it is)
-            frame = frame.assign(**{col: parse_numbers(frame[col]) for col in text})
+        if text:  # numbers stored as text, these rows parsed on their own (the frame is left as it is)
+            frame = frame.assign(**{col: parse_numbers_of_rows(frame[col], rows) for col in text})
         return prep.transform(frame, rows)
 
     def make_dataset(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> TensorBatchDataset:
