@@ -132,20 +132,26 @@ class FrameTabular(TabularDataModule):
 
 
 # ---------------------------------------------------------------------------- the preprocessor alone
-@pytest.mark.parametrize("threads", [1, 3])
+MIXED = np.array([1, 1.0, True, "1", " x", None, 2.5], dtype=object)  # converted cell by cell
+
+
+@pytest.fixture(params=[1, 3], ids=["1 thread", "3 threads"])
+def small_blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Blocks of 16 rows and 1 or 3 threads: 400 rows make 3 row ranges of 144, 144 and 112 rows."""
+    monkeypatch.setattr("lit_dl.data.preprocessing.ROWS_PER_BLOCK", 16)
+    monkeypatch.setattr("lit_dl.data.preprocessing.prep_threads", lambda: request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("encoding", ["onehot", "embedding"])
 def test_transform_equals_sklearn_with_missing_and_unseen_categories(
-    encoding: str, threads: int, monkeypatch: pytest.MonkeyPatch
+    encoding: str, small_blocks: int
 ) -> None:
-    # Blocks of 16 rows: 400 rows make 3 row ranges of 144, 144 and 112 rows for 3 threads.
-    monkeypatch.setattr("lit_dl.data.preprocessing.ROWS_PER_BLOCK", 16)
-    monkeypatch.setattr("lit_dl.data.preprocessing.prep_threads", lambda: threads)
     train = dirty_table(400, seed=0)
     other = dirty_table(150, seed=1)
     other.loc[:9, "region"] = "never seen"
     other.loc[10:19, "plan"] = "brand new"
-    mixed = np.array([1, 1.0, True, "1", " x", None, 2.5], dtype=object)  # converted cell by cell
-    train["mixed"], other["mixed"] = mixed[np.arange(400) % 7], mixed[np.arange(150) % 5]
+    train["mixed"], other["mixed"] = MIXED[np.arange(400) % 7], MIXED[np.arange(150) % 5]
     numeric, categorical = ["amount", "tenure"], ["plan", "region", "code", "mixed"]
     train_clean, other_clean = clean_frame(train), clean_frame(other)
     prep = TabularPreprocessor.fit(train_clean, numeric, categorical, encoding)
@@ -160,16 +166,13 @@ def test_transform_equals_sklearn_with_missing_and_unseen_categories(
         assert prep.transform(other_clean)[0][:10, start : start + len(prep.categories[1])].sum() == 0
 
 
-@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("encoding", ["onehot", "embedding"])
 def test_transform_of_rows_by_position_equals_the_transform_of_those_rows_copied(
-    encoding: str, threads: int, monkeypatch: pytest.MonkeyPatch
+    encoding: str, small_blocks: int
 ) -> None:
     """A split is row positions: the rows are read in the frame's order and written in theirs."""
-    monkeypatch.setattr("lit_dl.data.preprocessing.ROWS_PER_BLOCK", 16)
-    monkeypatch.setattr("lit_dl.data.preprocessing.prep_threads", lambda: threads)
     frame = dirty_table(300, seed=5)
-    frame["mixed"] = np.array([1, 1.0, True, "1", " x", None, 2.5], dtype=object)[np.arange(300) % 7]
+    frame["mixed"] = MIXED[np.arange(300) % 7]
     frame = clean_frame(frame, as_category=["plan", "region"])  # Categorical codes and object columns
     numeric, categorical = ["amount", "tenure"], ["plan", "region", "code", "mixed"]
     prep = TabularPreprocessor.fit(frame.iloc[:150], numeric, categorical, encoding)
