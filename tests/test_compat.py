@@ -11,8 +11,9 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DistributedSampler
 
@@ -171,3 +172,28 @@ def test_a_checkpoint_callback_that_saves_at_epoch_ends_only_skips_its_batch_hoo
         "epoch=1-step=8.ckpt",
     ]
     assert len(list((tmp_path / "steps").iterdir())) == 4  # steps 2, 4, 6 and 8
+
+
+def test_a_learning_rate_monitor_logging_per_epoch_skips_its_batch_hook_and_still_logs(
+    tmp_path: Path,
+) -> None:
+    per_epoch, per_step = LearningRateMonitor(logging_interval="epoch"), LearningRateMonitor()
+    assert "on_train_batch_start" in compat.skip_noop_batch_hooks(per_epoch)
+    assert "on_train_batch_start" not in compat.skip_noop_batch_hooks(per_step)
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        callbacks=[per_epoch],
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(BoringModel())
+    header, *rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("lr-SGD")
+    assert sum(1 for row in rows if row.split(",")[column]) == 2  # logged once an epoch, as before

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from lit_dl.callbacks.console import ModelSummary, ProgressBar
+from lit_dl.callbacks.console import BAR_BATCH_HOOKS, ModelSummary, ProgressBar
 from lit_dl.cli import CONFIG_DIR, main
 from lit_dl.verbs.listing import GROUPS, describe
 
@@ -111,6 +111,9 @@ def test_progress_bar_without_a_terminal_is_disabled_and_summary_drops_bookkeepi
 ) -> None:
     assert ProgressBar(terminal=False).is_disabled
     assert not ProgressBar(terminal=True).is_disabled
+    # Disabled, its batch hooks are not called at all (Lightning skips a hook that is None).
+    assert all(getattr(ProgressBar(terminal=False), hook) is None for hook in BAR_BATCH_HOOKS)
+    assert all(callable(getattr(ProgressBar(terminal=True), hook)) for hook in BAR_BATCH_HOOKS)
     ModelSummary.summarize(
         [
             (" ", ["0", "1"]),

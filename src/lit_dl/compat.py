@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import Dataset, Sampler
 
 
@@ -174,6 +174,14 @@ def skip_noop_batch_hooks(obj: L.Callback | L.LightningModule) -> list[str]:
         # comparisons and a modulo: about 20 us a step per checkpoint callback here).
         object.__setattr__(obj, "on_train_batch_end", None)
         skipped.append("on_train_batch_end")
+    if (
+        isinstance(obj, LearningRateMonitor)
+        and getattr(obj, "logging_interval", None) == "epoch"
+        and type(obj).on_train_batch_start is LearningRateMonitor.on_train_batch_start
+    ):
+        # Logging per epoch, its on_train_batch_start only looks whether a step logs.
+        object.__setattr__(obj, "on_train_batch_start", None)
+        skipped.append("on_train_batch_start")
     return skipped
 
 

@@ -64,6 +64,14 @@ class ModelSummary(RichModelSummary):
         )
 
 
+# RichProgressBar's hooks of every batch (each returns at once when the bar is disabled).
+BAR_BATCH_HOOKS = tuple(
+    f"on_{stage}_batch_{moment}"
+    for stage in ("train", "validation", "test", "predict")
+    for moment in ("start", "end")
+)
+
+
 class ProgressBar(RichProgressBar):
     """Lightning's ``RichProgressBar`` (same arguments) in a terminal; elsewhere (a file, a CI
     log, a batch job) one line per epoch instead: ``epoch 3/30  train/loss 0.512  val/loss
@@ -75,6 +83,10 @@ class ProgressBar(RichProgressBar):
         self._epoch_start = 0.0
         if not self.terminal:
             self.disable()
+            # Disabled, the bar's batch hooks only find that it is: Lightning skips a hook that is None
+            # (see lit_dl.compat.skip_noop_batch_hooks), so none runs on every batch for nothing.
+            for name in BAR_BATCH_HOOKS:
+                setattr(self, name, None)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.monotonic()
