@@ -21,9 +21,8 @@ from lit_dl import compat
 
 
 def cpu_trainer(**kwargs: Any) -> L.Trainer:
-    kwargs.setdefault("accelerator", "cpu")
-    kwargs.setdefault("devices", 1)
-    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    settings = {"accelerator": "cpu", "devices": 1, "logger": False}
+    return L.Trainer(**{**settings, **kwargs}, enable_progress_bar=False, enable_model_summary=False)
 
 
 class StatefulDataModule(BoringDataModule):
@@ -181,18 +180,10 @@ def test_a_learning_rate_monitor_logging_per_epoch_skips_its_batch_hook_and_stil
     assert "on_train_batch_start" in compat.skip_noop_batch_hooks(per_epoch)
     assert "on_train_batch_start" not in compat.skip_noop_batch_hooks(per_step)
     logger = CSVLogger(tmp_path, name="", version="")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=3,
-        limit_val_batches=0,
-        log_every_n_steps=1,
-        callbacks=[per_epoch],
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = cpu_trainer(
+        max_epochs=2, limit_train_batches=3, limit_val_batches=0, log_every_n_steps=1, logger=logger,
+        callbacks=[per_epoch], enable_checkpointing=False,
+    )  # fmt: skip
     trainer.fit(BoringModel())
     header, *rows = (tmp_path / "metrics.csv").read_text().splitlines()
     column = header.split(",").index("lr-SGD")
