@@ -119,12 +119,6 @@ def category_lookup(series: pd.Series, categories: list[str]) -> tuple[np.ndarra
     return codes, np.asarray([index.get(t, -1) for t in texts] + [missing], dtype=np.int64)
 
 
-def category_positions(series: pd.Series, categories: list[str]) -> np.ndarray:
-    """Each row's index in ``categories`` (a missing cell is :data:`MISSING_CATEGORY`), -1 where unseen."""
-    codes, lookup = category_lookup(series, categories)
-    return lookup[codes]
-
-
 def fit_classes(target: pd.Series, name: str, positive_label: str | None = None) -> list[str]:
     """Class names of a label column, sorted (numerically for numbers); ``positive_label`` last (class 1)."""
     present = target.dropna()
@@ -203,6 +197,12 @@ def fit_number_columns(
         return list(pool.map(fit, columns))
 
 
+def fit_category_columns(frame: pd.DataFrame, columns: list[str]) -> list[list[str]]:
+    """:func:`category_list` of each column, columns in parallel."""
+    with ThreadPoolExecutor(prep_threads()) as pool:  # (see prep_threads)
+        return list(pool.map(lambda column: category_list(frame[column]), columns))
+
+
 class TabularPreprocessor:
     """Median imputation + standard scaling of numbers, one-hot or index encoding of categories.
 
@@ -244,11 +244,8 @@ class TabularPreprocessor:
         cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], encoding: Encoding = "onehot"
     ) -> TabularPreprocessor:
         """Fit on ``frame`` (the training split) and return the fitted preprocessor."""
-        with ThreadPoolExecutor(prep_threads()) as pool:  # columns in parallel (see prep_threads)
-            categories = list(pool.map(lambda col: category_list(frame[col]), categorical))
-        return cls.from_statistics(
-            numeric, categorical, fit_number_columns(frame, numeric), categories, encoding
-        )
+        statistics, categories = fit_number_columns(frame, numeric), fit_category_columns(frame, categorical)
+        return cls.from_statistics(numeric, categorical, statistics, categories, encoding)
 
     @classmethod
     def from_statistics(

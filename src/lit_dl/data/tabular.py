@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +23,8 @@ from lit_dl.data.batching import TensorBatchDataset
 from lit_dl.data.preprocessing import (
     Encoding,
     TabularPreprocessor,
-    category_list,
     encode_classes,
+    fit_category_columns,
     fit_classes,
     fit_number_columns,
 )
@@ -48,7 +47,6 @@ from lit_dl.data.tables import (
     whole_numbers,
 )
 from lit_dl.errors import DataError
-from lit_dl.utils import prep_threads
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +346,7 @@ class TabularDataModule(InMemoryDataModule):
                     "column %r looks like an id (a distinct value in almost every row); add it to data.drop",
                     col,
                 )
-        with ThreadPoolExecutor(prep_threads()) as pool:
-            categories = list(pool.map(lambda col: category_list(other_rows[col]), categorical))
+        categories = fit_category_columns(other_rows, categorical)
         self.preprocessor = TabularPreprocessor.from_statistics(
             numeric, categorical, statistics, categories, self.categorical_encoding
         )
