@@ -188,3 +188,43 @@ def test_a_learning_rate_monitor_logging_per_epoch_skips_its_batch_hook_and_stil
     header, *rows = (tmp_path / "metrics.csv").read_text().splitlines()
     column = header.split(",").index("lr-SGD")
     assert sum(1 for row in rows if row.split(",")[column]) == 2  # logged once an epoch, as before
+
+
+def test_skip_noop_result_moves_logs_the_same_figures_without_remaking_the_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection, _ResultMetric
+
+    assert compat.skip_noop_result_moves()
+    patched = _ResultMetric.to
+    assert compat.skip_noop_result_moves() and _ResultMetric.to is patched  # idempotent
+    figures, metas = {}, {}
+    for name, moves in (("stock", patched.__wrapped__), ("patched", patched)):
+        monkeypatch.setattr(_ResultMetric, "to", moves)
+        collection = _ResultCollection(training=True)
+        metas[name] = []
+        for rows, value in ((1, 1.0), (2, 3.0), (3, 2.0)):
+            collection.log("training_step", "train/loss", torch.tensor(value), on_step=True, batch_size=rows)
+            collection.log("training_step", "train/top", torch.tensor(value), reduce_fx="max", batch_size=rows)
+            metas[name].append(collection["training_step.train/loss"].meta)
+        figures[name] = {key: float(v) for key, v in collection.metrics(on_step=False)["callback"].items()}
+    assert figures["patched"] == figures["stock"]
+    assert figures["patched"]["train/loss_epoch"] == pytest.approx((1 * 1.0 + 2 * 3.0 + 3 * 2.0) / 6)
+    assert figures["patched"]["train/top"] == 3.0
+    # Lightning's own move deep-copies the metadata on every call; the skipped one leaves it be
+    assert metas["stock"][0] is not metas["stock"][1]
+    assert metas["patched"][0] is metas["patched"][1] is metas["patched"][2]
+
+
+def test_skip_noop_result_moves_still_moves_state_to_another_device() -> None:
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+
+    compat.skip_noop_result_moves()
+    collection = _ResultCollection(training=True)
+    collection.log("training_step", "train/loss", torch.tensor(1.0), batch_size=2)
+    metric = collection["training_step.train/loss"]
+    assert metric.value.device.type == "cpu"
+    # a value on another device (the meta device stands in for a GPU) moves the state over, as before
+    collection.log("training_step", "train/loss", torch.tensor(2.0, device="meta"), batch_size=2)
+    assert metric.value.device.type == "meta" and metric.cumulated_batch_size.device.type == "meta"
+    assert all(t.device.type == "meta" for t in metric._defaults.values())

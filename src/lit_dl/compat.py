@@ -7,14 +7,16 @@ upgrade breaks here, by name, and not somewhere deep in a training run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import Dataset, Sampler
+from torchmetrics import Metric
 
 
 def datamodule_state(checkpoint: Mapping[str, Any], datamodule_cls: type) -> dict[str, Any]:
@@ -213,4 +215,83 @@ def skip_repeated_cuda_probe() -> bool:
     if torch.cuda.device_count() > 0:
         return False
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    return True
+
+
+# How apply_to_collection treats an object, by its type (looked up once per type: isinstance against
+# the collection ABCs costs a microsecond each, and a logged metric holds about 50 values).
+_COLLECTION_KINDS: dict[type, str] = {}
+
+
+def _collection_kind(kind: type) -> str:
+    if issubclass(kind, torch.Tensor):
+        return "tensor"
+    if issubclass(kind, Metric):
+        return "metric"
+    if issubclass(kind, (str, bytes)):
+        return "leaf"
+    if issubclass(kind, Mapping):
+        return "mapping"
+    if issubclass(kind, Sequence):
+        return "sequence"
+    if dataclasses.is_dataclass(kind):
+        return "dataclass"
+    return "leaf"
+
+
+def _all_tensors_on(obj: Any, device: torch.device) -> bool:
+    """Whether every tensor ``apply_to_collection`` would reach in ``obj`` lies on ``device``; False
+    where it would meet a torchmetrics ``Metric`` (moved by its own ``to``)."""
+    kinds = _COLLECTION_KINDS
+    pending = [obj]
+    while pending:
+        item = pending.pop()
+        kind = kinds.get(type(item))
+        if kind is None:
+            kind = kinds[type(item)] = _collection_kind(type(item))
+        if kind == "leaf":
+            continue
+        if kind == "tensor":
+            if item.device != device:
+                return False
+        elif kind == "mapping":
+            pending.extend(item.values())
+        elif kind == "sequence":
+            pending.extend(item)
+        elif kind == "dataclass":
+            pending.extend(getattr(item, f.name) for f in dataclasses.fields(item))
+        else:  # a Metric
+            return False
+    return True
+
+
+def skip_noop_result_moves() -> bool:
+    """Make ``self.log`` skip moving a logged value's state to the device it is already on; returns
+    whether Lightning's class is patched (now or before).
+
+    Every ``self.log`` call moves the metric that holds the value to the value's device
+    (``_ResultMetric.to``, Lightning 2.6): ``apply_to_collection`` over the metric's ``__dict__``,
+    which deep-copies its metadata dataclass each time. That is about 270 of the 290 us a call costs
+    on the 2-core VM (``benchmarks/log_cost.py``), at every logged step and for every metric at every
+    epoch end. Nothing moves once the state is on the device, so the patched ``to`` returns the
+    metric as it is when every tensor it holds is there already, and otherwise does what Lightning
+    does. Idempotent; another Lightning release without the private class is left alone.
+    """
+    try:
+        from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
+    except ImportError:
+        return False
+    moves = _ResultMetric.to
+    if getattr(moves, "_lit_dl_skips_noop", False):
+        return True
+
+    def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+        device = args[0] if len(args) == 1 and not kwargs else None
+        if isinstance(device, torch.device) and _all_tensors_on(self.__dict__, device):
+            return self
+        return moves(self, *args, **kwargs)
+
+    to._lit_dl_skips_noop = True  # type: ignore[attr-defined]
+    to.__wrapped__ = moves  # type: ignore[attr-defined]
+    _ResultMetric.to = to
     return True

@@ -32,7 +32,12 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from lit_dl.builder import build, build_partial
-from lit_dl.compat import epoch_ends_after_batch, logs_this_step, trainer_or_none
+from lit_dl.compat import (
+    epoch_ends_after_batch,
+    logs_this_step,
+    skip_noop_result_moves,
+    trainer_or_none,
+)
 from lit_dl.data.spec import DataSpec
 from lit_dl.errors import CheckpointError, ConfigError
 from lit_dl.utils import to_plain
@@ -125,6 +130,7 @@ class Task(L.LightningModule):
         scheduler_monitor: str = "val/loss",
     ) -> None:
         super().__init__()
+        skip_noop_result_moves()  # self.log without Lightning's re-move of its state (compat)
         # Collects the arguments of the whole __init__ chain (subclasses' too); the spec is left out.
         self.save_hyperparameters(ignore=["data"])
         for key, value in list(self.hparams.items()):
