@@ -17,9 +17,12 @@ Beside them, "bare L": (b)'s hand-written step and batches inside a bare ``Light
 (manual optimisation, no callbacks, no logger): Lightning's own loop with nothing of lit_dl, the
 floor of any framework on Lightning's Trainer. ``vs bare L`` is lit_dl's speed over it.
 
-The four loops take turns, ``--repeats`` rounds (default 3), and each loop's median round is
-reported: on a 2-core virtual machine one loop's speed moved by up to 35% between rounds, and
-rounds in turn spread that drift over all four.
+The four loops take turns, ``--repeats`` rounds (default: the family's own, 3 to 9: more for the
+families whose loops take a second or two), and each loop's median round is reported; the ratios
+("vs plain", ...) are the medians of each round's own ratios, with their range over the rounds
+below the table. On a 2-core virtual machine one loop's speed moved by up to 35% between rounds:
+rounds in turn spread that drift over all four, and a round's loops run within seconds of each
+other, so a round's ratio is less touched by it than the ratio of two medians.
 
 Steps/s count training steps only, timed the way ``StepStats`` times them in (c): from the end of
 one training batch to the end of the next in the same epoch (the first step of every epoch and the
@@ -38,7 +41,7 @@ a background thread reading ``/proc/self/statm``.
 epoch counts are below the experiments' scheduler patience, and the table says when lit_dl's
 learning rate did change.
 
-    make bench                                           # every family, CPU, ~7 minutes on 2 cores
+    make bench                                           # every family, CPU, ~8 minutes on 2 cores
     make bench ARGS="--accelerator gpu"                  # on a GPU
     python benchmarks/speed.py --families churn_mlp digits_cnn --epochs 3 --json speed.json
 """
@@ -60,6 +63,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import lightning as L
@@ -102,17 +106,20 @@ class Family:
     tolerance: float
     overrides: tuple[str, ...] = ()
     loss_name: str = "train/loss"
+    rounds: int = 3  # default rounds: a family whose loops take 1-5 s each gets more
 
 
 FAMILIES: dict[str, Family] = {
     f.experiment: f
     for f in (
-        Family("churn_mlp", "classifier", epochs=5, tolerance=0.01, overrides=("data.n_rows=50000",)),
-        Family("digits_cnn", "classifier", epochs=5, tolerance=1.1),
+        Family(
+            "churn_mlp", "classifier", epochs=5, tolerance=0.01, overrides=("data.n_rows=50000",), rounds=5
+        ),
+        Family("digits_cnn", "classifier", epochs=5, tolerance=1.1, rounds=7),
         Family("churn_lstm", "classifier", epochs=3, tolerance=0.09),
         Family("text_lstm", "language_model", epochs=1, tolerance=0.04),
-        Family("digits_vae", "vae", epochs=10, tolerance=0.02),
-        Family("digits_gan", "gan", epochs=5, tolerance=0.25, loss_name="train/d_loss"),
+        Family("digits_vae", "vae", epochs=10, tolerance=0.02, rounds=9),
+        Family("digits_gan", "gan", epochs=5, tolerance=0.25, loss_name="train/d_loss", rounds=5),
     )
 }
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
@@ -788,14 +795,18 @@ def reference_parts(cfg: DictConfig) -> tuple[L.LightningModule, RowData | Strea
     return task, training_data(datamodule)
 
 
-def run_family(family: Family, args: argparse.Namespace, runs: Path) -> tuple[list[Result], dict[str, Any]]:
+def run_family(
+    family: Family, args: argparse.Namespace, runs: Path
+) -> tuple[list[Result], dict[str, Any], dict[str, list[Result]]]:
+    """The family's loops, ``--repeats`` (or the family's) rounds in turn: each loop's median round,
+    what the table says of the run, and every round's results by loop."""
     cfg = compose_config(family, args)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     task, data = reference_parts(cfg)
     rounds: dict[str, list[Result]] = {loop: [] for loop in LOOPS}
     # The loops take turns, round after round: a slow spell of a shared machine hits every loop
     # alike, and each loop's median round is reported.
-    for round_ in range(args.repeats):
+    for round_ in range(args.repeats or family.rounds):
         for loop in LOOPS:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             if loop in ("plain", "ideal"):
@@ -816,18 +827,18 @@ def run_family(family: Family, args: argparse.Namespace, runs: Path) -> tuple[li
         ),
         "per_epoch_work": per_epoch_work(cfg),
     }
-    return results, info
+    return results, info, rounds
 
 
 def median_round(results: list[Result]) -> Result:
     """The round with the median speed (of an even number, the slower middle one), with every round's
     speed in its notes."""
     ordered = sorted(results, key=lambda r: r.steps_per_s)
-    median = ordered[(len(ordered) - 1) // 2]
+    middle = ordered[(len(ordered) - 1) // 2]
     if len(results) > 1:
         speeds = ", ".join(f"{r.steps_per_s:.1f}" for r in results)
-        median.notes.insert(0, f"median of {len(results)} rounds ({speeds} steps/s)")
-    return median
+        middle.notes.insert(0, f"median of {len(results)} rounds ({speeds} steps/s)")
+    return middle
 
 
 def verdict(results: list[Result], tolerance: float) -> tuple[bool, float]:
@@ -862,7 +873,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def family_rows(results: list[Result], info: dict[str, Any], family: Family) -> list[dict[str, Any]]:
+def paired_ratios(rounds: dict[str, list[Result]], loop: str, other: str) -> list[float]:
+    """``loop``'s speed over ``other``'s in each round (the two ran within seconds of each other)."""
+    return [a.steps_per_s / b.steps_per_s for a, b in zip(rounds[loop], rounds[other], strict=True)]
+
+
+def family_rows(
+    results: list[Result], info: dict[str, Any], family: Family, rounds: dict[str, list[Result]]
+) -> list[dict[str, Any]]:
     by_loop = {r.loop: r for r in results}
     three = [r for r in results if r.loop != "bare L"]  # (a), (b), (c): the tolerance is for three
     same, spread = verdict(three, family.tolerance)
@@ -877,7 +895,19 @@ def family_rows(results: list[Result], info: dict[str, Any], family: Family) -> 
     if not info["same_initial_weights"]:
         text += "; initial weights differ"
     rows = []
-    lit = by_loop["lit_dl"]
+    ratios = {
+        "vs_plain": paired_ratios(rounds, "lit_dl", "plain"),
+        "vs_ideal": paired_ratios(rounds, "lit_dl", "ideal"),
+        "vs_bare_lightning": paired_ratios(rounds, "lit_dl", "bare L"),
+        "bare_vs_ideal": paired_ratios(rounds, "bare L", "ideal"),
+    }
+    if len(rounds["lit_dl"]) > 1:
+        by_round = "; ".join(
+            f"{name.replace('_', ' ').replace('lightning', 'L')} {min(r):.2f}-{max(r):.2f}x"
+            for name, r in ratios.items()
+            if name != "bare_vs_ideal"
+        )
+        by_loop["lit_dl"].notes.insert(1, f"ratios by round: {by_round}")
     for r in results:
         rows.append(
             {
@@ -886,10 +916,8 @@ def family_rows(results: list[Result], info: dict[str, Any], family: Family) -> 
                 "steps": r.steps,
                 "timed_steps": r.timed_steps,
                 "steps_per_s": r.steps_per_s,
-                "vs_plain": lit.steps_per_s / by_loop["plain"].steps_per_s,
-                "vs_ideal": lit.steps_per_s / by_loop["ideal"].steps_per_s,
-                "vs_bare_lightning": lit.steps_per_s / by_loop["bare L"].steps_per_s,
-                "bare_vs_ideal": by_loop["bare L"].steps_per_s / by_loop["ideal"].steps_per_s,
+                **{name: median(values) for name, values in ratios.items()},
+                "ratios_by_round": ratios,
                 "peak_mib": r.peak_mib,
                 "loss": r.loss,
                 "seconds": r.seconds,
@@ -916,7 +944,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--warmup", type=int, default=5, help="first training steps not timed")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="rounds of the four loops, taken in turn; each loop's median"
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds of the four loops, taken in turn (default: the family's own, 3 to 9)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -935,7 +966,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--accelerator gpu: torch sees no GPU")
     if args.precision == "16-mixed" and args.accelerator == "cpu":
         parser.error("--precision 16-mixed needs --accelerator gpu (on the CPU use bf16-mixed)")
-    if args.repeats < 1:
+    if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
@@ -953,8 +984,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         runs = args.runs or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lit_dl_speed_")))
         for name in args.families:
             family = FAMILIES[name]
-            results, info = run_family(family, args, runs)
-            rows.extend(family_rows(results, info, family))
+            results, info, rounds = run_family(family, args, runs)
+            rows.extend(family_rows(results, info, family, rounds))
     return rows
 
 

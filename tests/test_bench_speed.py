@@ -39,9 +39,8 @@ def one_thread() -> Iterator[None]:
 
 
 def run_family(speed: ModuleType, tmp_path: Path, family: str, *overrides: str) -> list[dict[str, Any]]:
-    args = speed.parse_args(
-        ["--families", family, "--epochs", "1", "--warmup", "0", "--runs", str(tmp_path), *overrides]
-    )
+    options = ["--epochs", "1", "--warmup", "0", "--repeats", "2", "--runs", str(tmp_path)]
+    args = speed.parse_args(["--families", family, *options, *overrides])
     return speed.run(args)
 
 
@@ -53,6 +52,13 @@ def check_rows(rows: list[dict[str, Any]], tolerance: float) -> None:
     losses = [row["loss"] for row in rows]
     assert all(math.isfinite(loss) for loss in losses), losses
     assert max(losses) - min(losses) <= tolerance * abs(sum(losses) / 3), losses
+    # the ratios are the medians of the two rounds' own ratios, each round's loops side by side
+    lit = rows[-1]
+    for name in ("vs_plain", "vs_ideal", "vs_bare_lightning"):
+        by_round = lit["ratios_by_round"][name]
+        assert len(by_round) == 2 and all(r > 0 for r in by_round), by_round
+        assert lit[name] == pytest.approx(sum(by_round) / 2)
+    assert "ratios by round" in lit["notes"][1]
 
 
 def test_mlp_loops_agree(speed: ModuleType, tmp_path: Path) -> None:

@@ -203,9 +203,10 @@ def test_skip_noop_result_moves_logs_the_same_figures_without_remaking_the_state
         monkeypatch.setattr(_ResultMetric, "to", moves)
         collection = _ResultCollection(training=True)
         metas[name] = []
-        for rows, value in ((1, 1.0), (2, 3.0), (3, 2.0)):
-            collection.log("training_step", "train/loss", torch.tensor(value), on_step=True, batch_size=rows)
-            collection.log("training_step", "train/top", torch.tensor(value), reduce_fx="max", batch_size=rows)
+        for rows, number in ((1, 1.0), (2, 3.0), (3, 2.0)):
+            value = torch.tensor(number)
+            collection.log("training_step", "train/loss", value, on_step=True, batch_size=rows)
+            collection.log("training_step", "train/top", value, reduce_fx="max", batch_size=rows)
             metas[name].append(collection["training_step.train/loss"].meta)
         figures[name] = {key: float(v) for key, v in collection.metrics(on_step=False)["callback"].items()}
     assert figures["patched"] == figures["stock"]
