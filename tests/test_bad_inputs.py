@@ -389,6 +389,27 @@ CASES = [
         "config-negative-epochs", ["train", *TINY_TRAIN, "trainer.max_epochs=-5"], ("trainer", "max_epochs")
     ),
     case("config-batch-size-0", ["train", *TINY_TRAIN, "data.batch_size=0"], "data.batch_size"),
+    # a monitored metric: of a callback left out (refused before training), or that nothing logs
+    case(
+        "config-monitor-of-a-callback-left-out",
+        ["train", "experiment=digits_gan", "callbacks.sample_quality=null", *QUIET],
+        ("callbacks.model_checkpoint.monitor=val/fid", "callbacks.sample_quality"),
+    ),
+    case(
+        "config-checkpoint-monitor-nobody-logs",
+        ["train", *TINY_TRAIN, "callbacks.model_checkpoint.monitor=val/acc"],
+        ("callbacks.model_checkpoint.monitor=val/acc", "not a metric this run logs", "val/accuracy"),
+    ),
+    case(
+        "config-early-stopping-monitor-nobody-logs",
+        ["train", *TINY_TRAIN, "callbacks.early_stopping.monitor=val/acc"],
+        ("callbacks.early_stopping.monitor=val/acc", "val/loss"),
+    ),
+    case(
+        "config-scheduler-monitor-nobody-logs",
+        ["train", *TINY_TRAIN, "model.scheduler_monitor=val/acc"],
+        ("model.scheduler_monitor=val/acc", "val/loss"),
+    ),
     case(
         "config-batch-size-1-batch-norm",
         ["train", *TINY_TRAIN, "data.batch_size=1"],

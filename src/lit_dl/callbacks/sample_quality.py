@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -60,6 +60,11 @@ class SampleQuality(L.Callback):
         train_epochs: epochs of a feature classifier trained by this callback.
         dirpath: folder of ``sample_quality.json`` (default: ``trainer.default_root_dir``).
     """
+
+    # What it logs in validation (a checkpoint or early stopping may monitor them).
+    validation_metrics: ClassVar[tuple[str, ...]] = tuple(
+        f"val/{name}" for name in ("fid", "kid", "precision", "recall", "fid_real", "kid_real")
+    )
 
     def __init__(
         self,

@@ -3,7 +3,7 @@ selection) and ``test/fidelity``; a warning when the best checkpoint is still th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -41,6 +41,9 @@ class TableFidelity(L.Callback):
         skip_other_models: do nothing for a model that is not a tabular generator, instead of
             refusing it (for callback lists shared by every family, such as ``lit-dl eval``'s).
     """
+
+    # What it logs in validation (a checkpoint or early stopping may monitor them).
+    validation_metrics: ClassVar[tuple[str, ...]] = ("val/fidelity", "val/column_shapes", "val/column_pairs")
 
     def __init__(self, rows: int = 2000, seed: int = 0, skip_other_models: bool = False) -> None:
         if int(rows) < 2:

@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,66 @@ def check_callback_state_keys(callbacks: Mapping[str, L.Callback]) -> None:
                 f"null{hint}"
             )
         seen[key] = name
+
+
+def configured_monitors(cfg: DictConfig) -> list[tuple[str, str]]:
+    """``(config key, metric)`` of every metric the run's callbacks and LR scheduler watch."""
+    monitors = [
+        (f"callbacks.{name}.monitor", str(node.monitor))
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if isinstance(node, Mapping | DictConfig) and node.get("monitor")
+    ]
+    model = cfg.get("model") or {}
+    if model.get("scheduler") and model.get("scheduler_monitor"):
+        monitors.append(("model.scheduler_monitor", str(model.scheduler_monitor)))
+    return monitors
+
+
+def check_monitors(cfg: DictConfig, callbacks: Iterable[L.Callback]) -> None:
+    """Refuse, before training, a monitor of a metric that only a callback the run does not have logs
+    (``experiment=digits_gan callbacks.sample_quality=null`` keeps ``monitor: val/fid``); Lightning
+    would stop at the end of the first epoch."""
+    from lit_dl.callbacks.sample_quality import SampleQuality
+    from lit_dl.callbacks.table_fidelity import TableFidelity
+
+    present = [type(c) for c in callbacks]
+    for producer, entry in ((SampleQuality, "sample_quality"), (TableFidelity, "table_fidelity")):
+        if any(issubclass(kind, producer) for kind in present):
+            continue
+        for key, metric in configured_monitors(cfg):
+            if metric in producer.validation_metrics:
+                raise ConfigError(
+                    f"{key}={metric} watches a metric of the {producer.__name__} callback, which this run "
+                    f"does not have (callbacks.{entry}): put it back, or set {key} to a metric the model "
+                    "logs (val/loss, ...) or to null"
+                )
+
+
+# Lightning's words when a monitored metric was never logged (2.6): ModelCheckpoint, EarlyStopping,
+# and a ReduceLROnPlateau scheduler.
+_MISSING_MONITOR = (
+    re.compile(r"ModelCheckpoint\(monitor='(?P<metric>[^']+)'\) could not find the monitored key"),
+    re.compile(r"Early stopping conditioned on metric `(?P<metric>[^`]+)` which is not available"),
+    re.compile(r"ReduceLROnPlateau conditioned on metric (?P<metric>\S+) which is not available"),
+)
+
+
+def missing_monitor_error(err: Exception, cfg: DictConfig, logged: Iterable[str]) -> ConfigError | None:
+    """Lightning's error about a monitored metric nobody logs, as one line naming the config key and
+    the metrics the run does log (``logged``: ``trainer.callback_metrics``); None for other errors."""
+    text = str(err)
+    match = next((m for pattern in _MISSING_MONITOR if (m := pattern.search(text))), None)
+    if match is None:
+        return None
+    metric = match.group("metric")
+    keys = [key for key, watched in configured_monitors(cfg) if watched == metric] or ["the monitor"]
+    names = sorted(
+        {n.removesuffix("_step").removesuffix("_epoch") for n in logged if n not in ("epoch", "step")}
+    )
+    return ConfigError(
+        f"{keys[0]}={metric} is not a metric this run logs ({', '.join(names) or 'none'}): set it to one "
+        "of them, or to null"
+    )
 
 
 def build_loggers(cfg: DictConfig | None) -> list[Any]:

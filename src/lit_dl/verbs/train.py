@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.nn.parameter import UninitializedParameter
@@ -36,7 +37,9 @@ from lit_dl.verbs.common import (
     build_datamodule,
     build_loggers,
     build_task,
+    check_monitors,
     load_checkpoint,
+    missing_monitor_error,
     print_metrics,
     scalar_metrics,
     start,
@@ -92,6 +95,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
     )
     check_launch(trainer, "train")
+    check_monitors(cfg, trainer.callbacks)
     for hooked in (*trainer.callbacks, model):
         skip_noop_batch_hooks(hooked)  # Lightning's per-callback cost of every empty hook, every step
     if launch_rank() == 0:
@@ -100,7 +104,14 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if trainer.is_global_zero:
         log.info(start_banner(cfg, datamodule, model, trainer))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except (MisconfigurationException, RuntimeError) as err:
+        # A monitored metric nobody logs: Lightning finds out at the first epoch's end.
+        error = missing_monitor_error(err, cfg, trainer.callback_metrics)
+        if error is None:
+            raise
+        raise error from None
     metrics = scalar_metrics(trainer.callback_metrics)
 
     # Validate and test the best checkpoint, so every number in metrics.json describes one model.
