@@ -380,6 +380,7 @@ CASES = [
     case("config-bad-group-option", ["train", "model=transformer"], ("no config 'transformer'", "model")),
     case("config-unparseable-override", ["train", "data.batch_size=[1,"], "cannot parse"),
     case("config-target-not-allowed", ["train", "model.net._target_=os.system"], "not allowed"),
+    case("config-output-dir-apart", ["train", "paths.output_dir={tmp}/out"], ("hydra.run.dir", "follows")),
     case(
         "config-negative-lr",
         ["train", *TINY_TRAIN, "model.optimizer.lr=-1"],

@@ -170,6 +170,10 @@ def validate_overrides(verb: str, overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as err:
         raise ConfigError(f"cannot parse the overrides: {_one_line(err)}") from None
+    if any(o.key_or_group == "paths.output_dir" for o in parsed):
+        # It follows the run folder; set apart, the run's files would go where its claim, status and
+        # clean-up on failure (runs.py) do not look.
+        raise ConfigError("paths.output_dir follows the run folder: set hydra.run.dir=DIR instead")
     if any(o.is_sweep_override() for o in parsed):
         return  # a multirun sweep: Hydra checks each job itself
     try:
