@@ -397,6 +397,11 @@ CASES = [
         ("callbacks.model_checkpoint.monitor=val/fid", "callbacks.sample_quality"),
     ),
     case(
+        "config-monitor-measured-on-fewer-epochs",
+        ["train", "experiment=digits_gan", "callbacks.sample_quality.every_n_epochs=2", *QUIET],
+        ("callbacks.model_checkpoint.monitor=val/fid", "every 2 epochs", "check_val_every_n_epoch=1"),
+    ),
+    case(
         "config-checkpoint-monitor-nobody-logs",
         ["train", *TINY_TRAIN, "callbacks.model_checkpoint.monitor=val/acc"],
         ("callbacks.model_checkpoint.monitor=val/acc", "not a metric this run logs", "val/accuracy"),

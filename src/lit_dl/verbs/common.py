@@ -200,23 +200,32 @@ def configured_monitors(cfg: DictConfig) -> list[tuple[str, str]]:
     return monitors
 
 
-def check_monitors(cfg: DictConfig, callbacks: Iterable[L.Callback]) -> None:
-    """Refuse, before training, a monitor of a metric that only a callback the run does not have logs
-    (``experiment=digits_gan callbacks.sample_quality=null`` keeps ``monitor: val/fid``); Lightning
-    would stop at the end of the first epoch."""
+def check_monitors(cfg: DictConfig, callbacks: Iterable[L.Callback], validate_every: int | None = 1) -> None:
+    """Refuse, before training, a monitor of a metric that only a callback logs when the run does not
+    have that callback (``experiment=digits_gan callbacks.sample_quality=null`` keeps ``monitor:
+    val/fid``), or has it measure on fewer epochs than are validated (``validate_every``:
+    ``trainer.check_val_every_n_epoch``). Lightning would stop at the first validation without it."""
     from lit_dl.callbacks.sample_quality import SampleQuality
     from lit_dl.callbacks.table_fidelity import TableFidelity
 
-    present = [type(c) for c in callbacks]
+    callbacks = list(callbacks)
     for producer, entry in ((SampleQuality, "sample_quality"), (TableFidelity, "table_fidelity")):
-        if any(issubclass(kind, producer) for kind in present):
-            continue
+        found = next((c for c in callbacks if isinstance(c, producer)), None)
         for key, metric in configured_monitors(cfg):
-            if metric in producer.validation_metrics:
+            if metric not in producer.validation_metrics:
+                continue
+            if found is None:
                 raise ConfigError(
                     f"{key}={metric} watches a metric of the {producer.__name__} callback, which this run "
                     f"does not have (callbacks.{entry}): put it back, or set {key} to a metric the model "
                     "logs (val/loss, ...) or to null"
+                )
+            every = int(getattr(found, "every_n_epochs", 1))
+            if validate_every and validate_every % every:
+                raise ConfigError(
+                    f"{key}={metric} is measured every {every} epochs (callbacks.{entry}.every_n_epochs) "
+                    f"but watched after every validation (trainer.check_val_every_n_epoch={validate_every}): "
+                    f"make the second a multiple of the first, or watch another metric"
                 )
 
 
