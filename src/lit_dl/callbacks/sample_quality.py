@@ -39,7 +39,8 @@ class SampleQuality(L.Callback):
     ``test/fid_real`` and ``test/kid_real``: test images against as many training images
     (``val/fid_real`` and ``val/kid_real`` likewise). Every process computes the same
     figures, so ``ModelCheckpoint(monitor="val/fid")`` works under DDP; monitor it only
-    with ``every_n_epochs`` equal to ``trainer.check_val_every_n_epoch``. Real features are
+    when ``every_n_epochs`` divides ``trainer.check_val_every_n_epoch`` (``train`` refuses other
+    settings before it starts). Real features are
     computed once. ``sample_quality.json`` (epoch -> figures, and the test figures) is
     written to ``dirpath`` by global rank zero.
 
