@@ -874,8 +874,10 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def paired_ratios(rounds: dict[str, list[Result]], loop: str, other: str) -> list[float]:
-    """``loop``'s speed over ``other``'s in each round (the two ran within seconds of each other)."""
-    return [a.steps_per_s / b.steps_per_s for a, b in zip(rounds[loop], rounds[other], strict=True)]
+    """``loop``'s speed over ``other``'s in each round (the two ran within seconds of each other); a
+    round in which either timed no steps is left out (none left: ``[nan]``)."""
+    ratios = [a.steps_per_s / b.steps_per_s for a, b in zip(rounds[loop], rounds[other], strict=True)]
+    return [r for r in ratios if math.isfinite(r)] or [float("nan")]
 
 
 def family_rows(
@@ -929,6 +931,17 @@ def family_rows(
             }
         )
     return rows
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in lists and dicts too) as None: standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1032,11 +1045,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {'':<11} {'; '.join(row['notes'])}")
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
-        plain = [
-            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
-            for r in rows
-        ]
-        args.json.write_text(json.dumps(plain, indent=2) + "\n")
+        args.json.write_text(json.dumps(finite_or_null(rows), indent=2) + "\n")
         print(f"rows written to {args.json}")
 
 

@@ -399,7 +399,7 @@ CASES = [
     case(
         "config-monitor-measured-on-fewer-epochs",
         ["train", "experiment=digits_gan", "callbacks.sample_quality.every_n_epochs=2", *QUIET],
-        ("callbacks.model_checkpoint.monitor=val/fid", "every 2 epochs", "check_val_every_n_epoch=1"),
+        ("callbacks.model_checkpoint.monitor=val/fid", "every 2 epochs", "watched every 1"),
     ),
     case(
         "config-checkpoint-monitor-nobody-logs",

@@ -229,3 +229,27 @@ def test_skip_noop_result_moves_still_moves_state_to_another_device() -> None:
     collection.log("training_step", "train/loss", torch.tensor(2.0, device="meta"), batch_size=2)
     assert metric.value.device.type == "meta" and metric.cumulated_batch_size.device.type == "meta"
     assert all(t.device.type == "meta" for t in metric._defaults.values())
+
+
+def test_the_on_device_walk_reaches_what_apply_to_collection_reaches() -> None:
+    from dataclasses import dataclass
+
+    from torchmetrics import MeanMetric
+
+    @dataclass
+    class Holder:
+        tensor: torch.Tensor
+
+    class Text(str):
+        pass
+
+    cpu = torch.device("cpu")
+    nested = {"a": [1, "x", (torch.zeros(1),)], "b": Holder(torch.zeros(1)), "c": Text("t")}
+    assert compat._all_tensors_on(nested, cpu)
+    assert not compat._all_tensors_on({**nested, "d": Holder(torch.zeros(1, device="meta"))}, cpu)
+    assert not compat._all_tensors_on([torch.nn.Parameter(torch.zeros(1, device="meta"))], cpu)
+    # a Metric moves itself, and a cycle is left to Lightning's own walk: neither counts as "all there"
+    assert not compat._all_tensors_on({"metric": MeanMetric()}, cpu)
+    cyclic: list[Any] = [torch.zeros(1)]
+    cyclic.append(cyclic)
+    assert not compat._all_tensors_on(cyclic, cpu)

@@ -224,26 +224,27 @@ _COLLECTION_KINDS: dict[type, str] = {}
 
 
 def _collection_kind(kind: type) -> str:
+    # In apply_to_collection's order (lightning_utilities 0.15): the wanted types, dataclasses,
+    # mappings, then sequences other than text.
     if issubclass(kind, torch.Tensor):
         return "tensor"
     if issubclass(kind, Metric):
         return "metric"
-    if issubclass(kind, (str, bytes)):
-        return "leaf"
-    if issubclass(kind, Mapping):
-        return "mapping"
-    if issubclass(kind, Sequence):
-        return "sequence"
     if dataclasses.is_dataclass(kind):
         return "dataclass"
+    if issubclass(kind, Mapping):
+        return "mapping"
+    if issubclass(kind, Sequence) and not issubclass(kind, str | bytes):
+        return "sequence"
     return "leaf"
 
 
 def _all_tensors_on(obj: Any, device: torch.device) -> bool:
     """Whether every tensor ``apply_to_collection`` would reach in ``obj`` lies on ``device``; False
-    where it would meet a torchmetrics ``Metric`` (moved by its own ``to``)."""
+    where it would meet a torchmetrics ``Metric`` (moved by its own ``to``) or a container twice
+    (a cycle, on which Lightning's own walk fails: left to it)."""
     kinds = _COLLECTION_KINDS
-    pending = [obj]
+    pending, seen = [obj], set()
     while pending:
         item = pending.pop()
         kind = kinds.get(type(item))
@@ -254,14 +255,16 @@ def _all_tensors_on(obj: Any, device: torch.device) -> bool:
         if kind == "tensor":
             if item.device != device:
                 return False
-        elif kind == "mapping":
+            continue
+        if kind == "metric" or id(item) in seen:
+            return False
+        seen.add(id(item))
+        if kind == "mapping":
             pending.extend(item.values())
         elif kind == "sequence":
             pending.extend(item)
-        elif kind == "dataclass":
+        else:  # a dataclass
             pending.extend(getattr(item, f.name) for f in dataclasses.fields(item))
-        else:  # a Metric
-            return False
     return True
 
 

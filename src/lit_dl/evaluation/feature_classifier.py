@@ -206,7 +206,8 @@ class TrainingNotice(L.Callback):
             "sample quality: training a feature classifier for %s (FID, KID, precision and recall compare "
             "images in its features; %d epoch(s) over %d images, about %s here) into %s, where later runs "
             "find it (callbacks.sample_quality.feature_ckpt=FILE brings your own, "
-            "callbacks.sample_quality=null skips sample quality)",
+            "callbacks.sample_quality=null skips sample quality, and a checkpoint watching val/fid then "
+            "needs another metric)",
             self.name,
             trainer.max_epochs,
             self.images,

@@ -187,31 +187,36 @@ def check_callback_state_keys(callbacks: Mapping[str, L.Callback]) -> None:
         seen[key] = name
 
 
-def configured_monitors(cfg: DictConfig) -> list[tuple[str, str]]:
-    """``(config key, metric)`` of every metric the run's callbacks and LR scheduler watch."""
+def configured_monitors(cfg: DictConfig) -> list[tuple[str, str, int]]:
+    """``(config key, metric, every n epochs)`` of every metric the run's callbacks and its
+    ``ReduceLROnPlateau`` scheduler watch (``every_n_epochs``: a checkpoint's own, else 1)."""
     monitors = [
-        (f"callbacks.{name}.monitor", str(node.monitor))
+        (f"callbacks.{name}.monitor", str(node.monitor), int(node.get("every_n_epochs") or 1))
         for name, node in (cfg.get("callbacks") or {}).items()
         if isinstance(node, Mapping | DictConfig) and node.get("monitor")
     ]
     model = cfg.get("model") or {}
-    if model.get("scheduler") and model.get("scheduler_monitor"):
-        monitors.append(("model.scheduler_monitor", str(model.scheduler_monitor)))
+    scheduler = model.get("scheduler") or {}
+    if str(scheduler.get("_target_", "")).endswith("ReduceLROnPlateau") and model.get("scheduler_monitor"):
+        monitors.append(("model.scheduler_monitor", str(model.scheduler_monitor), 1))
     return monitors
 
 
-def check_monitors(cfg: DictConfig, callbacks: Iterable[L.Callback], validate_every: int | None = 1) -> None:
+def check_monitors(cfg: DictConfig, trainer: L.Trainer) -> None:
     """Refuse, before training, a monitor of a metric that only a callback logs when the run does not
     have that callback (``experiment=digits_gan callbacks.sample_quality=null`` keeps ``monitor:
-    val/fid``), or has it measure on fewer epochs than are validated (``validate_every``:
-    ``trainer.check_val_every_n_epoch``). Lightning would stop at the first validation without it."""
+    val/fid``), or has it measure on fewer epochs than the metric is watched. Lightning would stop
+    at the first validation without it. Runs whose monitors never look (``fast_dev_run``, no
+    validation batches) are left alone, as Lightning leaves them."""
     from lit_dl.callbacks.sample_quality import SampleQuality
     from lit_dl.callbacks.table_fidelity import TableFidelity
 
-    callbacks = list(callbacks)
+    if trainer.fast_dev_run or trainer.limit_val_batches == 0:
+        return
+    validate_every = trainer.check_val_every_n_epoch
     for producer, entry in ((SampleQuality, "sample_quality"), (TableFidelity, "table_fidelity")):
-        found = next((c for c in callbacks if isinstance(c, producer)), None)
-        for key, metric in configured_monitors(cfg):
+        found = next((c for c in trainer.callbacks if isinstance(c, producer)), None)
+        for key, metric, watch_every in configured_monitors(cfg):
             if metric not in producer.validation_metrics:
                 continue
             if found is None:
@@ -221,10 +226,12 @@ def check_monitors(cfg: DictConfig, callbacks: Iterable[L.Callback], validate_ev
                     "logs (val/loss, ...) or to null"
                 )
             every = int(getattr(found, "every_n_epochs", 1))
-            if validate_every and validate_every % every:
+            # watched on the epochs that are validated and (a checkpoint's every_n_epochs) saved
+            watched = math.lcm(validate_every, watch_every) if validate_every else None
+            if watched and watched % every:
                 raise ConfigError(
                     f"{key}={metric} is measured every {every} epochs (callbacks.{entry}.every_n_epochs) "
-                    f"but watched after every validation (trainer.check_val_every_n_epoch={validate_every}): "
+                    f"but watched every {watched} (trainer.check_val_every_n_epoch={validate_every}): "
                     f"make the second a multiple of the first, or watch another metric"
                 )
 
@@ -246,7 +253,7 @@ def missing_monitor_error(err: Exception, cfg: DictConfig, logged: Iterable[str]
     if match is None:
         return None
     metric = match.group("metric")
-    keys = [key for key, watched in configured_monitors(cfg) if watched == metric] or ["the monitor"]
+    keys = [key for key, watched, _ in configured_monitors(cfg) if watched == metric] or ["the monitor"]
     names = sorted(
         {n.removesuffix("_step").removesuffix("_epoch") for n in logged if n not in ("epoch", "step")}
     )

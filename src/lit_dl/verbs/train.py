@@ -95,7 +95,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **plugins
     )
     check_launch(trainer, "train")
-    check_monitors(cfg, trainer.callbacks, trainer.check_val_every_n_epoch)
+    check_monitors(cfg, trainer)
     for hooked in (*trainer.callbacks, model):
         skip_noop_batch_hooks(hooked)  # Lightning's per-callback cost of every empty hook, every step
     if launch_rank() == 0:
