@@ -26,7 +26,7 @@ test: install
 	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
 # Training speed of lit_dl against a plain PyTorch loop and the ideal loop, every model family
-# (~8 minutes on 2 CPU cores); e.g. make bench ARGS="--accelerator gpu --json speed.json".
+# (~9 minutes on 2 CPU cores); e.g. make bench ARGS="--accelerator gpu --json speed.json".
 bench: install
 	$(BIN)/python benchmarks/speed.py $(ARGS)
 

@@ -41,7 +41,7 @@ a background thread reading ``/proc/self/statm``.
 epoch counts are below the experiments' scheduler patience, and the table says when lit_dl's
 learning rate did change.
 
-    make bench                                           # every family, CPU, ~8 minutes on 2 cores
+    make bench                                           # every family, CPU, ~9 minutes on 2 cores
     make bench ARGS="--accelerator gpu"                  # on a GPU
     python benchmarks/speed.py --families churn_mlp digits_cnn --epochs 3 --json speed.json
 """
