@@ -253,3 +253,45 @@ def test_the_on_device_walk_reaches_what_apply_to_collection_reaches() -> None:
     cyclic: list[Any] = [torch.zeros(1)]
     cyclic.append(cyclic)
     assert not compat._all_tensors_on(cyclic, cpu)
+
+
+def test_deterministic_bincount_counts_as_bincount_and_the_curve_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    from torchmetrics.classification import BinaryPrecisionRecallCurve
+    from torchmetrics.utilities import data
+
+    curve_module = "torchmetrics.functional.classification.precision_recall_curve"
+    precision_recall_curve = importlib.import_module(curve_module)
+
+    assert compat.deterministic_bincount_without_a_mesh()
+    assert compat.deterministic_bincount_without_a_mesh()  # idempotent
+    assert precision_recall_curve._bincount is data._bincount
+    assert data._bincount.__wrapped__ is not data._bincount
+    x = torch.randint(0, 50, (1000,))
+    # the sorted count (deterministic off the CPU) is torch.bincount's, minlength below or above the values
+    assert torch.equal(compat.sorted_bincount(x, 60), torch.bincount(x, minlength=60))
+    assert torch.equal(compat.sorted_bincount(x, 10), torch.bincount(x, minlength=10))
+    assert torch.equal(compat.sorted_bincount(x), torch.bincount(x))
+    assert compat.sorted_bincount(torch.zeros(0, dtype=torch.long), 3).tolist() == [0, 0, 0]
+
+    # 40 rows x 1,001 thresholds: torchmetrics' counting path (the one below 50,000 pairs)
+    preds, target = torch.rand(40, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 2
+    curves = []
+    for deterministic in (False, True):
+        torch.use_deterministic_algorithms(deterministic)
+        if deterministic:  # torchmetrics' table is torch.arange(bins).repeat(pairs, 1): not built
+            monkeypatch.setattr(torch.Tensor, "repeat", lambda *args: pytest.fail("the table was built"))
+        try:
+            # lit_dl's decision-threshold curve: with deterministic algorithms torchmetrics' own count
+            # compares 160 million pairs here (4 bins x 1,001 thresholds x 40 rows x 1,001)
+            metric = BinaryPrecisionRecallCurve(thresholds=1001)
+            metric.update(preds, target)
+            curves.append(metric.compute())
+        finally:
+            torch.use_deterministic_algorithms(False)
+            monkeypatch.undo()
+    for plain, deterministic in zip(*curves, strict=True):  # (precision is NaN where nothing is predicted)
+        torch.testing.assert_close(deterministic, plain, rtol=0, atol=0, equal_nan=True)

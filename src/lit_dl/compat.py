@@ -298,3 +298,68 @@ def skip_noop_result_moves() -> bool:
     to.__wrapped__ = moves  # type: ignore[attr-defined]
     _ResultMetric.to = to
     return True
+
+
+# torchmetrics modules that bind its ``_bincount`` by name (1.x): each gets the replacement below.
+_BINCOUNT_USERS = (
+    "torchmetrics.utilities.data",
+    "torchmetrics.functional.classification.stat_scores",
+    "torchmetrics.functional.classification.confusion_matrix",
+    "torchmetrics.functional.classification.auroc",
+    "torchmetrics.functional.classification.average_precision",
+    "torchmetrics.functional.classification.precision_recall_curve",
+    "torchmetrics.functional.regression.kendall",
+)
+
+
+def sorted_bincount(x: torch.Tensor, minlength: int | None = None) -> torch.Tensor:
+    """``torch.bincount(x, minlength)`` that is deterministic on every device, in O(n log n) time and O(n)
+    memory: the sorted values, cut at each bin's edge (``torch.searchsorted``)."""
+    if minlength is None:
+        minlength = int(x.max()) + 1 if x.numel() else 0
+    size = max(minlength, int(x.max()) + 1 if x.numel() else 0)
+    edges = torch.searchsorted(torch.sort(x.flatten()).values, torch.arange(size + 1, device=x.device))
+    return edges.diff()
+
+
+def deterministic_bincount_without_a_mesh() -> bool:
+    """Make torchmetrics count bins without its (n x bins) comparison table under deterministic
+    algorithms; returns whether it did (now or before).
+
+    With ``torch.use_deterministic_algorithms(True)`` (``trainer.deterministic=true``) torchmetrics'
+    ``_bincount`` (1.x) compares every value with every bin: a binned precision-recall curve of 1,001
+    thresholds (lit_dl's decision threshold) builds a table of 4 x 1,001 x 1,001 x rows booleans per
+    validation batch: 1.9 GB and 3 s for 60 rows on the 2-core VM, out of memory for a few hundred.
+    ``torch.bincount`` is deterministic on the CPU, so there it is used as torchmetrics does without
+    the flag; on other devices :func:`sorted_bincount` counts the same deterministically. MPS and XLA
+    keep torchmetrics' own way.
+    """
+    import importlib
+
+    try:
+        from torchmetrics.utilities import data
+    except ImportError:
+        return False
+    original = data._bincount
+    if getattr(original, "_lit_dl_replaced", False):
+        return True
+
+    def bincount(x: torch.Tensor, minlength: int | None = None) -> torch.Tensor:
+        if not torch.are_deterministic_algorithms_enabled() or x.is_mps or x.device.type == "xla":
+            return original(x, minlength=minlength)
+        if minlength is None:
+            minlength = len(torch.unique(x))  # torchmetrics' rule
+        if x.device.type == "cpu":
+            return torch.bincount(x, minlength=minlength)
+        return sorted_bincount(x, minlength)
+
+    bincount._lit_dl_replaced = True  # type: ignore[attr-defined]
+    bincount.__wrapped__ = original  # type: ignore[attr-defined]
+    for name in _BINCOUNT_USERS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(module, "_bincount", None) is original:
+            module._bincount = bincount
+    return True

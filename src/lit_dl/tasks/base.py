@@ -33,6 +33,7 @@ from torchmetrics import Metric, MetricCollection
 
 from lit_dl.builder import build, build_partial
 from lit_dl.compat import (
+    deterministic_bincount_without_a_mesh,
     epoch_ends_after_batch,
     logs_this_step,
     skip_noop_result_moves,
@@ -131,6 +132,7 @@ class Task(L.LightningModule):
     ) -> None:
         super().__init__()
         skip_noop_result_moves()  # self.log without Lightning's re-move of its state (compat)
+        deterministic_bincount_without_a_mesh()  # trainer.deterministic=true without torchmetrics' table
         # Collects the arguments of the whole __init__ chain (subclasses' too); the spec is left out.
         self.save_hyperparameters(ignore=["data"])
         for key, value in list(self.hparams.items()):
