@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -218,6 +218,18 @@ def skip_repeated_cuda_probe() -> bool:
     return True
 
 
+def _replaced(original: Callable[..., Any]) -> bool:
+    """Whether ``original`` is already one of lit_dl's replacements (the shims below are idempotent)."""
+    return getattr(original, "_lit_dl_replacement", False)
+
+
+def _replacement(function: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` marked as lit_dl's replacement of ``original`` (``__wrapped__``: the original)."""
+    function._lit_dl_replacement = True  # type: ignore[attr-defined]
+    function.__wrapped__ = original  # type: ignore[attr-defined]
+    return function
+
+
 # How apply_to_collection treats an object, by its type (looked up once per type: isinstance against
 # the collection ABCs costs a microsecond each, and a logged metric holds about 50 values).
 _COLLECTION_KINDS: dict[type, str] = {}
@@ -285,7 +297,7 @@ def skip_noop_result_moves() -> bool:
     except ImportError:
         return False
     moves = _ResultMetric.to
-    if getattr(moves, "_lit_dl_skips_noop", False):
+    if _replaced(moves):
         return True
 
     def to(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -294,9 +306,7 @@ def skip_noop_result_moves() -> bool:
             return self
         return moves(self, *args, **kwargs)
 
-    to._lit_dl_skips_noop = True  # type: ignore[attr-defined]
-    to.__wrapped__ = moves  # type: ignore[attr-defined]
-    _ResultMetric.to = to
+    _ResultMetric.to = _replacement(to, moves)
     return True
 
 
@@ -342,7 +352,7 @@ def deterministic_bincount_without_a_mesh() -> bool:
     except ImportError:
         return False
     original = data._bincount
-    if getattr(original, "_lit_dl_replaced", False):
+    if _replaced(original):
         return True
 
     def bincount(x: torch.Tensor, minlength: int | None = None) -> torch.Tensor:
@@ -354,8 +364,7 @@ def deterministic_bincount_without_a_mesh() -> bool:
             return torch.bincount(x, minlength=minlength)
         return sorted_bincount(x, minlength)
 
-    bincount._lit_dl_replaced = True  # type: ignore[attr-defined]
-    bincount.__wrapped__ = original  # type: ignore[attr-defined]
+    _replacement(bincount, original)
     for name in _BINCOUNT_USERS:
         try:
             module = importlib.import_module(name)
