@@ -223,7 +223,7 @@ def check_monitors(cfg: DictConfig, trainer: L.Trainer) -> None:
                 raise ConfigError(
                     f"{key}={metric} watches a metric of the {producer.__name__} callback, which this run "
                     f"does not have (callbacks.{entry}): put it back, or set {key} to a metric the model "
-                    "logs (val/loss, ...) or to null"
+                    "logs (its metrics.csv lists them) or to null"
                 )
             every = int(getattr(found, "every_n_epochs", 1))
             # watched on the epochs that are validated and (a checkpoint's every_n_epochs) saved
